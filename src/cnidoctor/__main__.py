@@ -1,0 +1,3 @@
+from cnidoctor.cli import entrypoint
+
+entrypoint()

@@ -1,0 +1,87 @@
+"""The engine: run rules over node contexts, link findings along the catalog's cause edges,
+and order them so the first domino comes first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cnidoctor.models import Finding
+from cnidoctor.rules.base import FactUnavailable, NodeContext, Rule
+
+
+@dataclass
+class RuleRun:
+    findings: list[Finding] = field(default_factory=list)
+    #: "rule id on node: why" for rules that could not be evaluated
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+
+def run_node_rules(contexts: Sequence[NodeContext], rules: Sequence[type[Rule]]) -> RuleRun:
+    run = RuleRun()
+    for node in contexts:
+        for rule_cls in rules:
+            rule = rule_cls()
+            try:
+                hits = list(rule.check(node))
+            except FactUnavailable as exc:
+                run.skipped.setdefault(node.name, []).append(f"{rule.id}: needs {exc}")
+                continue
+            for hit in hits:
+                run.findings.append(
+                    Finding(
+                        id=rule.id,
+                        severity=hit.severity or rule.severity,
+                        nodes=[node.name, *hit.extra_nodes],
+                        title=hit.title or rule.title,
+                        explanation=rule.explanation,
+                        evidence=hit.evidence,
+                        fix=list(hit.fix if hit.fix is not None else rule.fix),
+                    )
+                )
+    return run
+
+
+def link_causes(findings: list[Finding], rules: Sequence[type[Rule]]) -> list[Finding]:
+    """Set caused_by/root_cause from the rules' `causes` edges and order causes first.
+
+    A finding is caused by another when the other's rule lists its id under `causes` and
+    they share a node (or the cause is cluster-wide). Order: roots by severity, each
+    followed depth-first by what it causes; ties keep the rules' registry order.
+    """
+    causes_of = {r.id: set(r.causes) for r in rules}
+    order = {r.id: i for i, r in enumerate(rules)}
+    for finding in findings:
+        finding.caused_by = sorted(
+            {
+                other.key
+                for other in findings
+                if other is not finding
+                and finding.id in causes_of.get(other.id, ())
+                and (not other.nodes or set(other.nodes) & set(finding.nodes))
+            }
+        )
+        finding.root_cause = not finding.caused_by
+    by_key = {f.key: f for f in findings}
+
+    def sort_key(f: Finding) -> tuple[int, int, str]:
+        return (f.severity.rank, order.get(f.id, len(order)), ",".join(f.nodes))
+
+    ordered: list[Finding] = []
+    placed: set[int] = set()
+
+    def place(finding: Finding) -> None:
+        if id(finding) in placed:
+            return
+        placed.add(id(finding))
+        ordered.append(finding)
+        children = [f for f in findings if finding.key in f.caused_by]
+        for child in sorted(children, key=sort_key):
+            if all(id(by_key.get(k)) in placed for k in child.caused_by if k in by_key):
+                place(child)
+
+    for root in sorted((f for f in findings if f.root_cause), key=sort_key):
+        place(root)
+    for rest in sorted(findings, key=sort_key):  # cycles or causes not yet placed
+        place(rest)
+    return ordered

@@ -1,0 +1,1 @@
+"""Facts: typed models of what was collected from a node. No I/O happens here."""

@@ -1,0 +1,5 @@
+"""(to be written)"""
+
+from cnidoctor.rules.base import Rule
+
+RULES: list[type[Rule]] = []
