@@ -1,0 +1,189 @@
+"""The command line: parse arguments, call the library, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from collections.abc import Sequence
+from enum import IntEnum
+from pathlib import Path
+
+from rich.console import Console
+
+from cnidoctor import __version__
+from cnidoctor.diagnose import Target, diagnose, targets_from_inventory
+from cnidoctor.errors import CnidoctorError, UsageError
+from cnidoctor.inventory import load_inventory
+from cnidoctor.models import CNI_CHOICES, ClusterConfig, Report, Severity
+from cnidoctor.transports import transport_for
+
+
+class Exit(IntEnum):
+    OK = 0
+    FINDINGS = 1
+    TOOL_FAILED = 2
+    INTERRUPTED = 130
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    parser.add_argument(
+        "--fail-on", choices=("critical", "warning", "never"), default="critical",
+        help="exit 1 when a finding is at or above this severity (default: critical)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the report")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show skipped rules and missing facts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnidoctor",
+        description="Names the node networking failure behind a broken Kubernetes pod network.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnidoctor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pre = sub.add_parser("preflight", help="check one host: prerequisites, firewall, routes, CNI files")
+    pre.add_argument("--node", default="local", metavar="SPEC", help="local, netns:NAME or ssh://[USER@]HOST[:PORT]")
+    pre.add_argument("--name", help="the node's name in the report (default: its spec or hostname)")
+    pre.add_argument("--role", choices=("control-plane", "worker"), default="worker")
+    pre.add_argument("--address", help="the node's InternalIP, when it matters (node-ip checks)")
+    pre.add_argument("--cni", choices=CNI_CHOICES, default="auto")
+    pre.add_argument("--pod-cidr", metavar="CIDR")
+    pre.add_argument("--service-cidr", metavar="CIDR")
+    _common(pre)
+
+    diag = sub.add_parser("diagnose", help="collect every inventory node, run every rule, order by cause")
+    diag.add_argument("--inventory", metavar="FILE", required=True)
+    diag.add_argument("--kubeconfig", metavar="FILE")
+    _common(diag)
+
+    sub.add_parser("rules", help="list every rule: id, severity, title, what it needs")
+
+    lab = sub.add_parser("lab", help="incident replay in network namespaces (root only)")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+    lab_sub.add_parser("list", help="the scenarios")
+    for action, text in (("up", "build a scenario"), ("down", "remove a scenario"), ("inventory", "print the inventory path of a scenario that is up")):
+        lab_sub.add_parser(action, help=text).add_argument("name")
+    run = lab_sub.add_parser("run", help="up, diagnose, down")
+    run.add_argument("name")
+    run.add_argument("--kubeconfig", metavar="FILE")
+    _common(run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its message
+        return Exit.OK if exc.code == 0 else Exit.TOOL_FAILED
+    out = console or Console(highlight=False)
+    try:
+        return _dispatch(args, out)
+    except CnidoctorError as exc:
+        print(f"cnidoctor: error: {exc}", file=sys.stderr)
+        return Exit.TOOL_FAILED
+    except KeyboardInterrupt:
+        print("cnidoctor: interrupted", file=sys.stderr)
+        return Exit.INTERRUPTED
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+def _dispatch(args: argparse.Namespace, out: Console) -> int:
+    if args.command == "preflight":
+        return _preflight(args, out)
+    if args.command == "diagnose":
+        return _diagnose_inventory(Path(args.inventory), args, out)
+    if args.command == "rules":
+        from cnidoctor.reports import render_rules
+        from cnidoctor.rules import all_rules
+
+        render_rules(all_rules(), out)
+        return Exit.OK
+    if args.command == "lab":
+        return _lab(args, out)
+    raise UsageError(f"unknown command {args.command}")
+
+
+def _preflight(args: argparse.Namespace, out: Console) -> int:
+    transport_for(args.node)  # a bad spec is a usage error, before anything runs
+    try:
+        cluster = ClusterConfig(cni=args.cni, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr)
+    except ValueError as exc:
+        raise UsageError(_first_line(exc)) from exc
+    name = args.name or (socket.gethostname() if args.node == "local" else args.node)
+    target = Target(name=name, spec=args.node, address=args.address, role=args.role)
+    report = diagnose([target], cluster)
+    return _finish(report, args, out)
+
+
+def _diagnose_inventory(path: Path, args: argparse.Namespace, out: Console) -> int:
+    inventory = load_inventory(path)
+    if getattr(args, "kubeconfig", None):
+        inventory.cluster.kubeconfig = args.kubeconfig
+    report = diagnose(targets_from_inventory(inventory), inventory.cluster)
+    return _finish(report, args, out)
+
+
+def _lab(args: argparse.Namespace, out: Console) -> int:
+    from cnidoctor import lab
+
+    if args.lab_command == "list":
+        for info in lab.list_scenarios():
+            out.print(f"{info.name:<16} {info.description}", soft_wrap=True)
+        return Exit.OK
+    if args.lab_command == "up":
+        print(lab.up(args.name))
+        return Exit.OK
+    if args.lab_command == "down":
+        lab.down(args.name)
+        return Exit.OK
+    if args.lab_command == "inventory":
+        print(lab.inventory_path(args.name))
+        return Exit.OK
+    inventory = lab.up(args.name)
+    try:
+        return _diagnose_inventory(inventory, args, out)
+    finally:
+        lab.down(args.name)
+
+
+def _finish(report: Report, args: argparse.Namespace, out: Console) -> int:
+    """Render the report and turn it into the contract's exit status."""
+    if args.format == "json":
+        print(json.dumps(report.to_json_dict(), indent=2))
+    elif args.format == "markdown":
+        from cnidoctor.reports import render_markdown
+
+        print(render_markdown(report))
+    else:
+        from cnidoctor.reports import render_text
+
+        render_text(report, out, verbose=args.verbose)
+    if not any(n.collected for n in report.nodes):
+        errors = "; ".join(n.error or n.name for n in report.nodes)
+        print(f"cnidoctor: error: no node could be collected ({errors})", file=sys.stderr)
+        return Exit.TOOL_FAILED
+    return exit_status(report, args.fail_on)
+
+
+def exit_status(report: Report, fail_on: str) -> int:
+    if fail_on == "never":
+        return Exit.OK
+    threshold = Severity(fail_on)
+    worst = report.worst()
+    return Exit.FINDINGS if worst is not None and worst.at_least(threshold) else Exit.OK
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    for line in text.splitlines():
+        if line.strip().startswith("Value error"):
+            return line.strip().removeprefix("Value error, ")
+    return text.splitlines()[-1] if text else "invalid value"
