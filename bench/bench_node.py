@@ -51,9 +51,7 @@ def main() -> int:
         commands = [c for collector in collectors for c in collector.commands]
 
         batched = median_time(lambda: transport.run_batch(commands), args.rounds)
-        one_by_one = median_time(
-            lambda: [transport.run_batch([c]) for c in commands], args.rounds
-        )
+        one_by_one = median_time(lambda: [transport.run_batch([c]) for c in commands], args.rounds)
         collection = collect_node(entry.name, transport, collectors)
         target = Target(name=entry.name, spec=entry.via, address=entry.address, role=entry.role)
         analysis = median_time(
@@ -62,7 +60,9 @@ def main() -> int:
     finally:
         lab.down(SCENARIO)
 
-    print(f"lab node {entry.name} ({entry.via}): {len(commands)} commands from {len(collectors)} collectors")
+    print(
+        f"lab node {entry.name} ({entry.via}): {len(commands)} commands from {len(collectors)} collectors"
+    )
     print(f"  collection, one batched round trip : {batched * 1000:8.1f} ms")
     print(f"  collection, one process per command: {one_by_one * 1000:8.1f} ms")
     print(f"  analysis of one node's facts       : {analysis * 1000:8.2f} ms  ({len(rules)} rules)")

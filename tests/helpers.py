@@ -38,8 +38,13 @@ def node(
     facts = {}
     for collector, results in outputs.items():
         raw = [ok(r) if isinstance(r, str) else r for r in results]
-        assert len(raw) == len(collector.commands), f"{collector.name} takes {len(collector.commands)} outputs"
-        raw = [r.model_copy(update={"argv": list(c.argv)}) for r, c in zip(raw, collector.commands, strict=True)]
+        assert len(raw) == len(collector.commands), (
+            f"{collector.name} takes {len(collector.commands)} outputs"
+        )
+        raw = [
+            r.model_copy(update={"argv": list(c.argv)})
+            for r, c in zip(raw, collector.commands, strict=True)
+        ]
         facts[collector.name] = collector.judge(raw)
     return NodeContext(
         name=name, facts=facts, cluster=cluster or ClusterConfig(), address=address, role=role

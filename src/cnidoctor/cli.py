@@ -13,10 +13,12 @@ from pathlib import Path
 from rich.console import Console
 
 from cnidoctor import __version__
-from cnidoctor.diagnose import Target, diagnose, targets_from_inventory
+from cnidoctor.diagnose import Target, analyse, collect, diagnose, targets_from_inventory
 from cnidoctor.errors import CnidoctorError, UsageError
 from cnidoctor.inventory import load_inventory
 from cnidoctor.models import CNI_CHOICES, ClusterConfig, Report, Severity
+from cnidoctor.rules import all_rules
+from cnidoctor.snapshot import load_snapshot, save_snapshot
 from cnidoctor.transports import transport_for
 
 
@@ -30,11 +32,15 @@ class Exit(IntEnum):
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     parser.add_argument(
-        "--fail-on", choices=("critical", "warning", "never"), default="critical",
+        "--fail-on",
+        choices=("critical", "warning", "never"),
+        default="critical",
         help="exit 1 when a finding is at or above this severity (default: critical)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the report")
-    parser.add_argument("-v", "--verbose", action="store_true", help="also show skipped rules and missing facts")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also show skipped rules and missing facts"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnidoctor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    pre = sub.add_parser("preflight", help="check one host: prerequisites, firewall, routes, CNI files")
-    pre.add_argument("--node", default="local", metavar="SPEC", help="local, netns:NAME or ssh://[USER@]HOST[:PORT]")
+    pre = sub.add_parser(
+        "preflight", help="check one host: prerequisites, firewall, routes, CNI files"
+    )
+    pre.add_argument(
+        "--node",
+        default="local",
+        metavar="SPEC",
+        help="local, netns:NAME or ssh://[USER@]HOST[:PORT]",
+    )
     pre.add_argument("--name", help="the node's name in the report (default: its spec or hostname)")
     pre.add_argument("--role", choices=("control-plane", "worker"), default="worker")
     pre.add_argument("--address", help="the node's InternalIP, when it matters (node-ip checks)")
@@ -55,17 +68,37 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--service-cidr", metavar="CIDR")
     _common(pre)
 
-    diag = sub.add_parser("diagnose", help="collect every inventory node, run every rule, order by cause")
-    diag.add_argument("--inventory", metavar="FILE", required=True)
+    diag = sub.add_parser(
+        "diagnose", help="collect every inventory node, run every rule, order by cause"
+    )
+    source = diag.add_mutually_exclusive_group(required=True)
+    source.add_argument("--inventory", metavar="FILE")
+    source.add_argument(
+        "--from",
+        dest="from_snapshot",
+        metavar="SNAPSHOT",
+        help="analyse a snapshot instead of collecting",
+    )
     diag.add_argument("--kubeconfig", metavar="FILE")
     _common(diag)
+
+    snap = sub.add_parser(
+        "snapshot", help="collect without judging, to a file `diagnose --from` reads"
+    )
+    snap.add_argument("--inventory", metavar="FILE", required=True)
+    snap.add_argument("-o", "--output", metavar="FILE", required=True)
+    snap.add_argument("-q", "--quiet", action="store_true")
 
     sub.add_parser("rules", help="list every rule: id, severity, title, what it needs")
 
     lab = sub.add_parser("lab", help="incident replay in network namespaces (root only)")
     lab_sub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
     lab_sub.add_parser("list", help="the scenarios")
-    for action, text in (("up", "build a scenario"), ("down", "remove a scenario"), ("inventory", "print the inventory path of a scenario that is up")):
+    for action, text in (
+        ("up", "build a scenario"),
+        ("down", "remove a scenario"),
+        ("inventory", "print the inventory path of a scenario that is up"),
+    ):
         lab_sub.add_parser(action, help=text).add_argument("name")
     run = lab_sub.add_parser("run", help="up, diagnose, down")
     run.add_argument("name")
@@ -99,10 +132,13 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
     if args.command == "preflight":
         return _preflight(args, out)
     if args.command == "diagnose":
+        if args.from_snapshot:
+            return _diagnose_snapshot(Path(args.from_snapshot), args, out)
         return _diagnose_inventory(Path(args.inventory), args, out)
+    if args.command == "snapshot":
+        return _snapshot(args)
     if args.command == "rules":
         from cnidoctor.reports import render_rules
-        from cnidoctor.rules import all_rules
 
         render_rules(all_rules(), out)
         return Exit.OK
@@ -114,7 +150,9 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
 def _preflight(args: argparse.Namespace, out: Console) -> int:
     transport_for(args.node)  # a bad spec is a usage error, before anything runs
     try:
-        cluster = ClusterConfig(cni=args.cni, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr)
+        cluster = ClusterConfig(
+            cni=args.cni, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr
+        )
     except ValueError as exc:
         raise UsageError(_first_line(exc)) from exc
     name = args.name or (socket.gethostname() if args.node == "local" else args.node)
@@ -129,6 +167,27 @@ def _diagnose_inventory(path: Path, args: argparse.Namespace, out: Console) -> i
         inventory.cluster.kubeconfig = args.kubeconfig
     report = diagnose(targets_from_inventory(inventory), inventory.cluster)
     return _finish(report, args, out)
+
+
+def _diagnose_snapshot(path: Path, args: argparse.Namespace, out: Console) -> int:
+    snapshot = load_snapshot(path)
+    rules = all_rules()
+    report = analyse(snapshot.collections, snapshot.target_list(), snapshot.cluster, rules)
+    return _finish(report, args, out)
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    inventory = load_inventory(Path(args.inventory))
+    targets = targets_from_inventory(inventory)
+    collections = collect(targets, all_rules())
+    save_snapshot(Path(args.output), inventory.cluster, targets, collections)
+    if not any(c.collected for c in collections):
+        errors = "; ".join(c.error or c.name for c in collections)
+        print(f"cnidoctor: error: no node could be collected ({errors})", file=sys.stderr)
+        return Exit.TOOL_FAILED
+    if not args.quiet:
+        print(args.output)
+    return Exit.OK
 
 
 def _lab(args: argparse.Namespace, out: Console) -> int:

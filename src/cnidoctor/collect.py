@@ -29,7 +29,10 @@ class NodeCollection(BaseModel):
 
 
 def collect_node(
-    name: str, transport: Transport, collectors: Sequence[type[Collector]], timeout: float | None = None
+    name: str,
+    transport: Transport,
+    collectors: Sequence[type[Collector]],
+    timeout: float | None = None,
 ) -> NodeCollection:
     """One round trip to the node; a node that cannot be reached is a result, not an exception."""
     commands: list[Command] = []
@@ -55,7 +58,9 @@ def collect_node(
     )
 
 
-def judge_facts(collection: NodeCollection, collectors: Sequence[type[Collector]]) -> dict[str, Fact]:
+def judge_facts(
+    collection: NodeCollection, collectors: Sequence[type[Collector]]
+) -> dict[str, Fact]:
     """Parse each collector's raw results into a Fact (pure; also used on snapshots)."""
     facts: dict[str, Fact] = {}
     for collector in collectors:

@@ -46,8 +46,10 @@ def collect(
     def one(target: Target) -> NodeCollection:
         try:
             transport = transport_for(target.spec)
-        except Exception as exc:  # noqa: BLE001 - a bad spec is this node's result
-            return NodeCollection(name=target.name, spec=target.spec, collected=False, error=str(exc))
+        except Exception as exc:  # a bad spec is this node's result, not a crash
+            return NodeCollection(
+                name=target.name, spec=target.spec, collected=False, error=str(exc)
+            )
         result = collect_node(target.name, transport, collectors)
         if on_done:
             on_done(result)

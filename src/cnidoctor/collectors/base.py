@@ -52,7 +52,9 @@ class Collector(ABC):
         except FactAbsent as exc:
             return Fact(name=cls.name, status=FactStatus.ABSENT, reason=str(exc), sources=sources)
         except (FactParseError, ValueError, KeyError, TypeError, IndexError) as exc:
-            reason = f"unparseable output of {sources[0] if sources else cls.name}: {_one_line(exc)}"
+            reason = (
+                f"unparseable output of {sources[0] if sources else cls.name}: {_one_line(exc)}"
+            )
             return Fact(name=cls.name, status=FactStatus.ERROR, reason=reason, sources=sources)
         return Fact(name=cls.name, status=FactStatus.OK, value=value, sources=sources)
 

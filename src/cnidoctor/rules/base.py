@@ -55,7 +55,10 @@ class NodeContext:
     def cluster_networks(self) -> list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
         """(label, network) for the cluster CIDRs that are known."""
         out = []
-        for label, cidr in (("pod CIDR", self.cluster.pod_cidr), ("service CIDR", self.cluster.service_cidr)):
+        for label, cidr in (
+            ("pod CIDR", self.cluster.pod_cidr),
+            ("service CIDR", self.cluster.service_cidr),
+        ):
             if cidr:
                 out.append((label, ipaddress.ip_network(cidr, strict=False)))
         return out
