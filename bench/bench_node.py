@@ -61,7 +61,8 @@ def main() -> int:
         lab.down(SCENARIO)
 
     print(
-        f"lab node {entry.name} ({entry.via}): {len(commands)} commands from {len(collectors)} collectors"
+        f"lab node {entry.name} ({entry.via}): "
+        f"{len(commands)} commands from {len(collectors)} collectors"
     )
     print(f"  collection, one batched round trip : {batched * 1000:8.1f} ms")
     print(f"  collection, one process per command: {one_by_one * 1000:8.1f} ms")

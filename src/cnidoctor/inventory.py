@@ -1,4 +1,4 @@
-"""The inventory file (contract: cluster, nodes, routers), validated with one clear line per mistake."""
+"""The inventory file (contract: cluster, nodes, routers): one clear line per mistake."""
 
 from __future__ import annotations
 

@@ -38,4 +38,5 @@ class Fact(BaseModel):
     def describe(self) -> str:
         if self.ok:
             return f"{self.name}: collected"
-        return f"{self.name}: {'not present' if self.status is FactStatus.ABSENT else 'could not collect'}: {self.reason}"
+        state = "not present" if self.status is FactStatus.ABSENT else "could not collect"
+        return f"{self.name}: {state}: {self.reason}"
