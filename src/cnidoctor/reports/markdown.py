@@ -12,8 +12,8 @@ import re
 from cnidoctor.models import Finding, Report
 from cnidoctor.reports.text import (
     Group,
-    caused_by_text,
     cause_tree,
+    caused_by_text,
     group_findings,
     node_state,
     plural,

@@ -9,11 +9,11 @@ renderer so both formats say the same thing.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rich.console import Console
-from rich.padding import Padding
 from rich.text import Text
 
 from cnidoctor.models import Finding, NodeStatus, Report, Severity
@@ -22,6 +22,12 @@ SEVERITY_STYLE: dict[Severity, str] = {
     Severity.CRITICAL: "bold white on red",
     Severity.WARNING: "bold black on yellow",
     Severity.INFO: "bold white on blue",
+}
+#: foreground colour of a severity where a badge would be too loud (tables)
+SEVERITY_COLOUR: dict[Severity, str] = {
+    Severity.CRITICAL: "red",
+    Severity.WARNING: "yellow",
+    Severity.INFO: "blue",
 }
 #: indentation of the parts of a finding below its headline, per nesting level
 INDENT = 4
@@ -226,7 +232,9 @@ def _print_finding(console: Console, finding: Finding, group: Group, depth: int)
     if finding.caused_by:
         console.print(Text(body + caused_by_text(finding, group), style="italic"), soft_wrap=True)
     if finding.explanation:
-        console.print(Padding(Text(finding.explanation, style="dim"), (0, 0, 0, len(body))))
+        width = max(40, console.width - len(body))
+        for line in textwrap.wrap(finding.explanation, width=width):
+            console.print(Text(body + line, style="dim"), soft_wrap=True)
     if finding.evidence:
         console.print(Text(body + "evidence:", style="bold"), soft_wrap=True)
         for line in finding.evidence:

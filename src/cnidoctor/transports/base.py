@@ -8,7 +8,9 @@ result per command. Local, `ip netns` and SSH differ only in how that shell star
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -26,6 +28,7 @@ from cnidoctor.errors import TransportError
 TIMEOUT_RC = 124
 #: exit status of a shell for a command it could not find
 NOT_FOUND_RC = 127
+_INT = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,12 @@ def parse_framed_output(
                 sections[index] = {}
                 continue
             if current == index and tag == "RC" and part == "out":
+                rc = words[3] if len(words) > 3 else "-1"
+                if not _INT.fullmatch(rc):  # not a frame line after all
+                    buf.append(line)
+                    continue
                 sections[index]["stdout"] = _strip_frame_newline("".join(buf))
-                sections[index]["rc"] = int(words[3]) if len(words) > 3 else -1
+                sections[index]["rc"] = int(rc)
                 part, buf = "err", []
                 continue
             if current == index and tag == "END" and part == "err":
@@ -138,11 +145,15 @@ def parse_framed_output(
     if current is not None and part == "out":
         sections[current]["stdout"] = "".join(buf)
         sections[current]["partial"] = 1
+    elif current is not None and part == "err":  # cut while its stderr was copied
+        sections[current]["stderr"] = "".join(buf)
     for i, command in enumerate(commands):
         section = sections.get(i)
         if section is None:
             results.append(
-                CommandResult(argv=list(command.argv), not_run=cut_reason or "the batch ended early")
+                CommandResult(
+                    argv=list(command.argv), not_run=cut_reason or "the batch ended early"
+                )
             )
             continue
         if "rc" not in section:
@@ -208,13 +219,14 @@ class Transport(ABC):
                 start_new_session=True,
             )
         except OSError as exc:
-            raise TransportError(f"{self.spec}: cannot start {self.shell_argv()[0]}: {exc}") from exc
+            program = self.shell_argv()[0]
+            raise TransportError(f"{self.spec}: cannot start {program}: {exc}") from exc
         cut: str | None = None
         try:
             out, err = proc.communicate(script.encode(), timeout=limit)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            out, err = proc.communicate()
+            _kill_session(proc)
+            out, err = _drain(proc)
             cut = f"the node did not finish within {limit:.0f}s"
         duration = time.monotonic() - started
         stdout = out.decode(errors="replace")
@@ -223,14 +235,63 @@ class Transport(ABC):
             detail = stderr.splitlines()[-1] if stderr else f"exit status {proc.returncode}"
             raise TransportError(f"{self.spec}: {self.describe_failure(detail)}")
         results = parse_framed_output(stdout, commands, boundary, cut)
+        if cut is None and any(r.not_run is not None for r in results):
+            # the shell died mid-batch (killed, connection lost): say so, once, for the node
+            detail = stderr.splitlines()[-1] if stderr else f"exit status {proc.returncode}"
+            cut = f"the shell ended early ({detail})"
+            results = parse_framed_output(stdout, commands, boundary, cut)
         return BatchOutcome(results=results, duration_s=duration, error=cut)
 
     def describe_failure(self, detail: str) -> str:
         return f"no shell could be started: {detail}"
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+#: how long to wait for the pipes to close once the batch's processes are killed
+DRAIN_TIMEOUT = 5.0
+
+
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the shell and everything it started.
+
+    Killing the shell's process group is not enough: `timeout` puts each command in a
+    process group of its own, and a command left alive keeps the output pipe open, so
+    the batch would wait for it past its own deadline. Every process of the shell's
+    session (the shell was started with a new one) is killed instead.
+    """
+    for pid in [proc.pid, *_session_members(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _session_members(sid: int) -> list[int]:
+    """Local processes whose session id is `sid` (from /proc; empty where there is none)."""
+    members = []
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # fields after "(comm)": state ppid pgrp session ...
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 3 and fields[3] == str(sid):
+            members.append(int(entry))
+    return members
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    """What the killed batch wrote; bounded, in case a process escaped into its own session."""
+    try:
+        return proc.communicate(timeout=DRAIN_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        return bytes(exc.stdout or b""), bytes(exc.stderr or b"")
