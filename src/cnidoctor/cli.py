@@ -113,7 +113,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its message
         return Exit.OK if exc.code == 0 else Exit.TOOL_FAILED
-    out = console or Console(highlight=False)
+    # a pipe or a file gets a fixed, roomy width rather than rich's 80 columns
+    out = console or Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     try:
         return _dispatch(args, out)
     except CnidoctorError as exc:
