@@ -72,7 +72,7 @@ def test_ethtool_absent_reasons() -> None:
 def test_offload_bug_triggers() -> None:
     ctx = node({EthtoolCollector: [TXCSUM_ON], KernelCollector: KERNEL})
     (finding,) = findings(OffloadBug, ctx)
-    assert finding.severity is Severity.WARNING
+    assert finding.severity is Severity.INFO
     assert finding.evidence == [
         "ethtool -k flannel.1: tx-checksum-ip-generic: on",
         "kernel 6.18.44-fc-v782",
