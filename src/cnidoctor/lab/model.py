@@ -1,0 +1,177 @@
+"""Scenario data: segments, nodes and their faults, as plain frozen dataclasses.
+
+A scenario says *what* a lab looks like; lab/build.py turns it into namespaces. Keeping the
+data separate lets tests and `lab list` read a scenario without root and without building it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+#: every network namespace the lab makes starts with this, so it never takes a foreign name
+NETNS_PREFIX = "cnd-"
+#: the plugins a flannel node's CNI bin dir normally holds (the containernetworking set + flannel)
+ALL_PLUGINS: tuple[str, ...] = (
+    "bandwidth",
+    "bridge",
+    "firewall",
+    "flannel",
+    "host-local",
+    "loopback",
+    "portmap",
+)
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NETNS = re.compile(r"^cnd-[a-z0-9-]{1,40}$")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One L2 segment: a bridge in the scenario's switch namespace, with the router's address."""
+
+    name: str
+    bridge: str
+    #: the router/gateway address on the segment, with prefix (e.g. 192.168.1.1/24)
+    gateway: str
+
+    @property
+    def gateway_ip(self) -> str:
+        return str(ipaddress.ip_interface(self.gateway).ip)
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """A node NIC: a veth whose peer sits on a segment bridge in the switch namespace."""
+
+    ifname: str
+    segment: str
+    #: the node's address on the segment, with prefix
+    address: str
+    #: metric of a default route via the segment's gateway; None = no default route here
+    default_metric: int | None = None
+    #: how the default route was learned (`proto` column of `ip route`): dhcp on laptops
+    proto: str = "static"
+    mtu: int = 1500
+
+    @property
+    def ip(self) -> str:
+        return str(ipaddress.ip_interface(self.address).ip)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One Kubernetes node: a network namespace plus a node-private mount namespace."""
+
+    name: str
+    netns: str
+    role: str
+    uplinks: tuple[Uplink, ...]
+    #: the node's podCIDR (flannel lease); cni0 gets its first address
+    pod_subnet: str
+    ufw_enabled: bool = False
+    #: False = br_netfilter looks unloaded inside the node (/proc/sys/net/bridge masked)
+    br_netfilter: bool = True
+    ip_forward: bool = True
+    #: rp_filter for all/default (Ubuntu's default is 2 = loose)
+    rp_filter: int = 2
+    cni_plugins: tuple[str, ...] = ALL_PLUGINS
+    #: flannel's state as a running flanneld leaves it: subnet.env, flannel.1, cni0, FLANNEL-*
+    flannel_running: bool = True
+    flannel_mtu: int = 1450
+    #: leave flannel.1's tx checksum offload on (flannel's default, nic.offload-bug); healthy
+    #: nodes apply flannel's documented workaround (`ethtool -K flannel.1 tx-checksum-ip-generic
+    #: off`)
+    vxlan_tx_checksum: bool = False
+
+    @property
+    def address(self) -> str:
+        """The InternalIP: the first uplink's address (flannel's public-ip and VXLAN local)."""
+        return self.uplinks[0].ip
+
+    @property
+    def underlay(self) -> str:
+        return self.uplinks[0].ifname
+
+    @property
+    def cni0_address(self) -> str:
+        net = ipaddress.ip_network(self.pod_subnet)
+        return f"{net.network_address + 1}/{net.prefixlen}"
+
+    @property
+    def vtep_address(self) -> str:
+        """flannel.1's address: the network address of the node's subnet, as /32."""
+        return f"{ipaddress.ip_network(self.pod_subnet).network_address}/32"
+
+    @property
+    def vtep_mac(self) -> str:
+        """A stable, locally administered MAC for flannel.1, so peers' fdb entries match it."""
+        digest = hashlib.sha256(self.netns.encode()).digest()
+        return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A replayable lab: its segments, nodes, and the cluster settings of its inventory."""
+
+    name: str
+    #: short tag used in namespace names (cnd-TAG-...)
+    tag: str
+    description: str
+    #: the incident report this replays (file name under the shared incidents dir), if any
+    incident: str | None
+    segments: tuple[Segment, ...]
+    nodes: tuple[NodeSpec, ...]
+    cluster: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_scenario(self)
+
+    @property
+    def switch_netns(self) -> str:
+        return f"{NETNS_PREFIX}{self.tag}-sw"
+
+    @property
+    def netns_names(self) -> list[str]:
+        """Every namespace the scenario makes, switch first (it must exist before the veths)."""
+        return [self.switch_netns, *(n.netns for n in self.nodes)]
+
+    def segment(self, name: str) -> Segment:
+        for segment in self.segments:
+            if segment.name == name:
+                return segment
+        raise KeyError(name)
+
+    def switch_port(self, node: NodeSpec, uplink: Uplink) -> str:
+        """The switch-side veth name: unique in the switch namespace, at most 15 characters."""
+        index = self.nodes.index(node)
+        return f"n{index}-{uplink.ifname}"[:15]
+
+
+def _check_scenario(scenario: Scenario) -> None:
+    """Catch scenario typos at import time rather than halfway through `up`."""
+    names = scenario.netns_names
+    if len(set(names)) != len(names):
+        raise ValueError(f"{scenario.name}: duplicate namespace names")
+    for netns in names:
+        if not _NETNS.match(netns):
+            raise ValueError(f"{scenario.name}: namespace {netns!r} must match {_NETNS.pattern}")
+    segment_names = {s.name for s in scenario.segments}
+    for segment in scenario.segments:
+        if not _IFNAME.match(segment.bridge):
+            raise ValueError(f"{scenario.name}: bad bridge name {segment.bridge!r}")
+    for node in scenario.nodes:
+        if not node.uplinks:
+            raise ValueError(f"{scenario.name}: node {node.name} has no uplink")
+        for uplink in node.uplinks:
+            if uplink.segment not in segment_names:
+                raise ValueError(
+                    f"{scenario.name}: {node.name} uses unknown segment {uplink.segment}"
+                )
+            for ifname in (uplink.ifname, scenario.switch_port(node, uplink)):
+                if not _IFNAME.match(ifname):
+                    raise ValueError(f"{scenario.name}: bad interface name {ifname!r}")
+        ports = [scenario.switch_port(node, u) for u in node.uplinks]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"{scenario.name}: switch port names of {node.name} collide")

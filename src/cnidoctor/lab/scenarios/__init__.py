@@ -1,0 +1,10 @@
+"""The scenario registry: one module per scenario, each exporting SCENARIO."""
+
+from __future__ import annotations
+
+from cnidoctor.lab.model import Scenario
+from cnidoctor.lab.scenarios import healthy_node, seed_000
+
+SCENARIOS: dict[str, Scenario] = {
+    module.SCENARIO.name: module.SCENARIO for module in (healthy_node, seed_000)
+}
