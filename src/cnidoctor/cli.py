@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 
 from cnidoctor import __version__
 from cnidoctor.diagnose import Target, analyse, collect, diagnose, targets_from_inventory
 from cnidoctor.errors import CnidoctorError, UsageError
-from cnidoctor.inventory import load_inventory
+from cnidoctor.inventory import first_error, load_inventory
 from cnidoctor.models import CNI_CHOICES, ClusterConfig, Report, Severity
 from cnidoctor.rules import all_rules
 from cnidoctor.snapshot import load_snapshot, save_snapshot
@@ -154,8 +155,8 @@ def _preflight(args: argparse.Namespace, out: Console) -> int:
         cluster = ClusterConfig(
             cni=args.cni, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr
         )
-    except ValueError as exc:
-        raise UsageError(_first_line(exc)) from exc
+    except ValidationError as exc:
+        raise UsageError(first_error(exc).split(": ", 1)[-1]) from exc
     name = args.name or (socket.gethostname() if args.node == "local" else args.node)
     target = Target(name=name, spec=args.node, address=args.address, role=args.role)
     report = diagnose([target], cluster)
@@ -239,11 +240,3 @@ def exit_status(report: Report, fail_on: str) -> int:
     threshold = Severity(fail_on)
     worst = report.worst()
     return Exit.FINDINGS if worst is not None and worst.at_least(threshold) else Exit.OK
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc)
-    for line in text.splitlines():
-        if line.strip().startswith("Value error"):
-            return line.strip().removeprefix("Value error, ")
-    return text.splitlines()[-1] if text else "invalid value"

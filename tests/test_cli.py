@@ -1,0 +1,113 @@
+"""The CLI boundary: exit statuses, one-line errors, partial results, snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cnidoctor.cli import main
+from cnidoctor.rules import all_rules
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="collecting this host fully needs root")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, "preflight", "--pod-cidr", "10.42.0.0/99")
+    assert status == 2
+    assert err.strip().splitlines() == ["cnidoctor: error: '10.42.0.0/99' is not a CIDR"]
+    assert run(capsys, "preflight", "--node", "telnet://x")[0] == 2
+    assert run(capsys, "no-such-command")[0] == 2
+
+
+def test_a_node_that_cannot_be_reached_is_a_result_and_exit_2_when_it_is_the_only_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, err = run(
+        capsys, "preflight", "--node", "netns:cnd-does-not-exist", "--format", "json"
+    )
+    assert status == 2
+    report = json.loads(out)
+    assert report["nodes"] == [
+        {
+            "name": "netns:cnd-does-not-exist",
+            "collected": False,
+            "error": "netns:cnd-does-not-exist: no network namespace 'cnd-does-not-exist' "
+            "(/run/netns/cnd-does-not-exist does not exist)",
+            "duration_s": None,
+        }
+    ]
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@needs_root
+def test_partial_results_are_reported_and_judged(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "cluster: {pod_cidr: 10.42.0.0/16}\n"
+        "nodes:\n"
+        "  - {name: here, via: local}\n"
+        "  - {name: gone, via: 'netns:cnd-does-not-exist'}\n"
+    )
+    status, out, _ = run(
+        capsys, "diagnose", "--inventory", str(inventory), "--format", "json", "--fail-on", "never"
+    )
+    assert status == 0
+    report = json.loads(out)
+    assert report["schema"] == "cnidoctor/v1"
+    nodes = {n["name"]: n for n in report["nodes"]}
+    assert nodes["here"]["collected"] is True and nodes["here"]["error"] is None
+    assert nodes["gone"]["collected"] is False and "does not exist" in nodes["gone"]["error"]
+    assert all(f["nodes"] == ["here"] for f in report["findings"])
+
+
+@needs_root
+def test_snapshot_then_diagnose_from_gives_the_same_findings(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "cluster: {pod_cidr: 10.42.0.0/16}\nnodes:\n  - {name: here, via: local}\n"
+    )
+    snapshot = tmp_path / "snap.json"
+    status, out, _ = run(capsys, "snapshot", "--inventory", str(inventory), "-o", str(snapshot))
+    assert status == 0 and out.strip() == str(snapshot)
+    _, live, _ = run(capsys, "diagnose", "--inventory", str(inventory), "--format", "json")
+    _, replayed, _ = run(capsys, "diagnose", "--from", str(snapshot), "--format", "json")
+    ids = lambda text: sorted(f["id"] for f in json.loads(text)["findings"])  # noqa: E731
+    assert ids(replayed) == ids(live)
+
+
+def test_a_broken_snapshot_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "snap.json"
+    bad.write_text('{"schema_version": "cnidoctor/snapshot-v1", "cluster": {}}')
+    status, _, err = run(capsys, "diagnose", "--from", str(bad))
+    assert status == 2
+    assert err.startswith(f"cnidoctor: error: snapshot {bad}: not a cnidoctor snapshot")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_rules_lists_every_registered_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "rules")
+    assert status == 0
+    for rule in all_rules():
+        assert rule.id in out
+    assert f"{len(all_rules())} rules" in out
+
+
+def test_every_rule_declares_what_the_registry_needs() -> None:
+    ids = [rule.id for rule in all_rules()]
+    assert len(ids) == len(set(ids)), "rule ids must be unique"
+    for rule in all_rules():
+        assert rule.id.count(".") == 1 and rule.id == rule.id.lower()
+        assert rule.title and rule.explanation and rule.needs, rule.id
