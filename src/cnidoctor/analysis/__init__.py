@@ -1,0 +1,1 @@
+"""Cross-fact analysis shared by rules: pure functions over fact models."""
