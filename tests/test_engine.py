@@ -79,7 +79,9 @@ def test_a_rule_whose_fact_is_missing_is_skipped_with_the_reason() -> None:
     ctx = NodeContext(name="n", facts={}, cluster=ClusterConfig())
     run = run_node_rules([ctx], [NeedsMissingFact])
     assert run.findings == []
-    assert run.skipped["n"] == ["kernel.br-netfilter-missing: needs links: could not collect: not collected"]
+    assert run.skipped["n"] == [
+        "kernel.br-netfilter-missing: needs links: could not collect: not collected"
+    ]
 
 
 def report(*severities: Severity) -> Report:

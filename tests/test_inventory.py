@@ -52,7 +52,10 @@ def test_valid_inventory_loads_with_defaults_and_relative_kubeconfig(tmp_path: P
         ("- just a list", "expected a mapping"),
         ("nodes: []", "nodes: List should have at least 1 item"),
         ("nodes:\n  - name: a\n    colour: red\n", "nodes.0.colour: unknown key"),
-        ("cluster:\n  pod_cidr: 10.42.0.0/33\nnodes:\n  - name: a\n", "cluster.pod_cidr: '10.42.0.0/33' is not a CIDR"),
+        (
+            "cluster:\n  pod_cidr: 10.42.0.0/33\nnodes:\n  - name: a\n",
+            "cluster.pod_cidr: '10.42.0.0/33' is not a CIDR",
+        ),
         ("cluster:\n  cni: weave\nnodes:\n  - name: a\n", "cluster.cni: cni must be one of"),
         ("nodes:\n  - name: a\n  - name: a\n", "duplicate node name 'a'"),
         ("nodes:\n  - name: a\n    via: telnet://x\n", "unknown node spec 'telnet://x'"),
