@@ -8,6 +8,42 @@ from pydantic import Field
 
 from cnidoctor.facts.base import FactModel
 
+#: devices a CNI or kube-proxy creates: their addresses and routes are the cluster's own
+CNI_DEVICE_NAMES = frozenset(
+    {
+        "cni0",
+        "tunl0",
+        "vxlan.calico",
+        "vxlan-v6.calico",
+        "wireguard.cali",
+        "wg-v6.cali",
+        "egress.calico",
+        "flannel-wg",
+        "flannel-wg-v6",
+        "kube-ipvs0",
+        "kube-bridge",
+        "kube-dummy-if",
+        "nodelocaldns",
+        "weave",
+        "datapath",
+    }
+)
+CNI_DEVICE_PREFIXES = ("flannel.", "flannel-v6.", "cali", "cilium_", "lxc", "veth", "vxlan_sys_")
+#: bridges of local container engines and VMs: they hold addresses but never carry the overlay
+CONTAINER_BRIDGE_PREFIXES = ("docker", "br-", "virbr", "lxcbr", "lxdbr", "podman", "cni-podman")
+
+
+def is_cni_device(name: str | None) -> bool:
+    """True for devices the CNI (or kube-proxy / node-local-dns) owns, by their fixed names."""
+    if not name:
+        return False
+    return name in CNI_DEVICE_NAMES or name.startswith(CNI_DEVICE_PREFIXES)
+
+
+def is_container_bridge(name: str | None) -> bool:
+    """True for docker/libvirt/lxd/podman bridges: host-local networks, not uplinks."""
+    return name is not None and name.startswith(CONTAINER_BRIDGE_PREFIXES)
+
 
 class Address(FactModel):
     family: str = Field(description="inet or inet6")
@@ -26,7 +62,7 @@ class Address(FactModel):
 
 class VxlanInfo(FactModel):
     id: int | None = None
-    local: str | None = None
+    local: str | None = Field(default=None, description="source address (local or local6)")
     port: int | None = Field(default=None, description="UDP destination port")
     link: str | None = Field(default=None, description="underlay device name, when pinned")
     learning: bool | None = None
@@ -64,6 +100,15 @@ class Links(FactModel):
         return next((link for link in self.links if link.ifname == name), None)
 
 
+class Nexthop(FactModel):
+    """One path of a multipath (ECMP) route: `ip -j route` puts these under `nexthops`."""
+
+    gateway: str | None = None
+    dev: str | None = None
+    weight: int | None = None
+    flags: list[str] = Field(default_factory=list)
+
+
 class Route(FactModel):
     dst: str = Field(description='"default" or a prefix; a bare address is a host route')
     type: str = "unicast"
@@ -76,6 +121,7 @@ class Route(FactModel):
     metric: int = 0
     flags: list[str] = Field(default_factory=list)
     family: str = "inet"
+    nexthops: list[Nexthop] = Field(default_factory=list, description="paths of a multipath route")
 
     @property
     def is_default(self) -> bool:
@@ -90,12 +136,39 @@ class Route(FactModel):
         except ValueError:
             return None
 
+    @property
+    def is_connected(self) -> bool:
+        """A subnet reached directly on a device (the kernel's route for an address prefix)."""
+        return (
+            self.type == "unicast"
+            and self.dev is not None
+            and self.gateway is None
+            and not self.nexthops
+            and not self.is_default
+        )
+
+    @property
+    def devices(self) -> list[str]:
+        """Every device the route may leave through (all paths of a multipath route)."""
+        devs = [self.dev] if self.dev else []
+        return devs + [n.dev for n in self.nexthops if n.dev and n.dev not in devs]
+
+    @property
+    def is_linkdown(self) -> bool:
+        return "linkdown" in self.flags
+
     def describe(self) -> str:
         parts = [self.dst]
         if self.gateway:
             parts += ["via", self.gateway]
         if self.dev:
             parts += ["dev", self.dev]
+        for hop in self.nexthops:
+            parts.append("nexthop")
+            if hop.gateway:
+                parts += ["via", hop.gateway]
+            if hop.dev:
+                parts += ["dev", hop.dev]
         if self.metric:
             parts += ["metric", str(self.metric)]
         if self.table != "main":
@@ -109,7 +182,11 @@ class Routes(FactModel):
     routes: list[Route]
 
     def main_table(self, family: str = "inet") -> list[Route]:
-        return [r for r in self.routes if r.table == "main" and r.family == family and r.type == "unicast"]
+        return [
+            r
+            for r in self.routes
+            if r.table == "main" and r.family == family and r.type == "unicast"
+        ]
 
 
 class Neighbour(FactModel):
