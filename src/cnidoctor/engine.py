@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cnidoctor.models import Finding
-from cnidoctor.rules.base import FactUnavailable, NodeContext, Rule
+from cnidoctor.rules.base import ClusterContext, FactUnavailable, Hit, NodeContext, Rule
 
 
 @dataclass
@@ -17,29 +17,48 @@ class RuleRun:
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
-def run_node_rules(contexts: Sequence[NodeContext], rules: Sequence[type[Rule]]) -> RuleRun:
+def run_node_rules(
+    contexts: Sequence[NodeContext],
+    rules: Sequence[type[Rule]],
+    cluster: ClusterContext | None = None,
+) -> RuleRun:
+    """Node rules on every node, then cluster rules once (when a cluster context is given)."""
     run = RuleRun()
     for node in contexts:
         for rule_cls in rules:
+            if rule_cls.scope != "node":
+                continue
             rule = rule_cls()
             try:
                 hits = list(rule.check(node))
             except FactUnavailable as exc:
                 run.skipped.setdefault(node.name, []).append(f"{rule.id}: needs {exc}")
                 continue
-            for hit in hits:
-                run.findings.append(
-                    Finding(
-                        id=rule.id,
-                        severity=hit.severity or rule.severity,
-                        nodes=[node.name, *hit.extra_nodes],
-                        title=hit.title or rule.title,
-                        explanation=rule.explanation,
-                        evidence=hit.evidence,
-                        fix=list(hit.fix if hit.fix is not None else rule.fix),
-                    )
-                )
+            run.findings += [_finding(rule, hit, [node.name, *hit.extra_nodes]) for hit in hits]
+    if cluster is not None:
+        for rule_cls in rules:
+            if rule_cls.scope != "cluster":
+                continue
+            rule = rule_cls()
+            try:
+                hits = list(rule.check_cluster(cluster))
+            except FactUnavailable as exc:
+                run.skipped.setdefault("cluster", []).append(f"{rule.id}: needs {exc}")
+                continue
+            run.findings += [_finding(rule, hit, list(hit.extra_nodes)) for hit in hits]
     return run
+
+
+def _finding(rule: Rule, hit: Hit, nodes: list[str]) -> Finding:
+    return Finding(
+        id=rule.id,
+        severity=hit.severity or rule.severity,
+        nodes=nodes,
+        title=hit.title or rule.title,
+        explanation=rule.explanation,
+        evidence=hit.evidence,
+        fix=list(hit.fix if hit.fix is not None else rule.fix),
+    )
 
 
 def link_causes(findings: list[Finding], rules: Sequence[type[Rule]]) -> list[Finding]:

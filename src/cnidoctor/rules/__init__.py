@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from cnidoctor.rules import addressing, cni, firewall, iptables, kernel, mtu, nic, routing, sysctl
+from cnidoctor.rules import (
+    addressing,
+    cni,
+    firewall,
+    flannel,
+    iptables,
+    kernel,
+    mtu,
+    nic,
+    routing,
+    sysctl,
+)
 from cnidoctor.rules.base import Hit, NodeContext, Rule
 
 __all__ = ["BUILTIN_RULES", "Hit", "NodeContext", "Rule", "all_rules"]
@@ -19,6 +30,7 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     *firewall.RULES,
     *iptables.RULES,
     *cni.RULES,
+    *flannel.RULES,
     *nic.RULES,
     *routing.RULES,
     *addressing.RULES,

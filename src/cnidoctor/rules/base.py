@@ -34,6 +34,8 @@ class NodeContext:
     #: the node's InternalIP as the inventory or the API knows it
     address: str | None = None
     role: str = "worker"
+    #: the API's Node object for this node (facts.cluster.KubeNode), when the API was read
+    kube: Any = None
 
     def fact(self, collector: type[Collector]) -> Any:
         """The parsed value of a collected fact; raises FactUnavailable otherwise."""
@@ -65,6 +67,19 @@ class NodeContext:
 
 
 @dataclass
+class ClusterContext:
+    """What a cluster rule may look at: every collected node and what the API said."""
+
+    nodes: list[NodeContext]
+    cluster: ClusterConfig
+    #: facts.cluster.ClusterFacts, or None when no API was configured
+    kube: Any = None
+
+    def node(self, name: str) -> NodeContext | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+@dataclass
 class Hit:
     """One occurrence of a failure mode: the evidence and, where it differs per case, the fix."""
 
@@ -73,6 +88,7 @@ class Hit:
     #: a more specific title for this occurrence (the rule's title otherwise)
     title: str | None = None
     severity: Severity | None = None
+    #: for node rules: more nodes than the checked one; for cluster rules: the nodes concerned
     extra_nodes: list[str] = field(default_factory=list)
 
 
@@ -90,5 +106,18 @@ class Rule:
     #: catalog ids this failure typically brings down next (the engine links them)
     causes: ClassVar[tuple[str, ...]] = ()
 
+    #: "node": check() runs once per collected node; "cluster": check_cluster() runs once
+    scope: ClassVar[str] = "node"
+
     def check(self, node: NodeContext) -> Iterator[Hit]:
         raise NotImplementedError
+
+    def check_cluster(self, cluster: ClusterContext) -> Iterator[Hit]:
+        raise NotImplementedError
+
+
+class ClusterRule(Rule):
+    """A rule over the whole cluster (API objects, several nodes): its hits name their nodes."""
+
+    scope = "cluster"
+    needs = ()
