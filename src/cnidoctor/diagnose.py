@@ -27,11 +27,13 @@ class Target:
     spec: str
     address: str | None = None
     role: str = "worker"
+    etcd: bool | None = None
 
 
 def targets_from_inventory(inventory: Inventory) -> list[Target]:
     return [
-        Target(name=n.name, spec=n.via, address=n.address, role=n.role) for n in inventory.nodes
+        Target(name=n.name, spec=n.via, address=n.address, role=n.role, etcd=n.etcd)
+        for n in inventory.nodes
     ]
 
 
@@ -92,6 +94,7 @@ def analyse(
                 cluster=cluster,
                 address=target.address if target else None,
                 role=target.role if target else "worker",
+                etcd=target.etcd if target else None,
             )
         )
     run = run_node_rules(contexts, rules)

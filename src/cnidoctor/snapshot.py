@@ -22,7 +22,7 @@ SNAPSHOT_SCHEMA = "cnidoctor/snapshot-v1"
 class Snapshot(BaseModel):
     schema_version: str = SNAPSHOT_SCHEMA
     cluster: ClusterConfig
-    targets: list[dict[str, str | None]]
+    targets: list[dict[str, str | bool | None]]
     collections: list[NodeCollection]
 
     def target_list(self) -> list[Target]:

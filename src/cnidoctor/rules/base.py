@@ -34,6 +34,8 @@ class NodeContext:
     #: the node's InternalIP as the inventory or the API knows it
     address: str | None = None
     role: str = "worker"
+    #: runs an etcd member (the inventory's `etcd`; control-plane nodes by default)
+    etcd: bool | None = None
     #: the API's Node object for this node (facts.cluster.KubeNode), when the API was read
     kube: Any = None
 
@@ -45,6 +47,10 @@ class NodeContext:
         if not fact.ok:
             raise FactUnavailable(fact)
         return fact.value
+
+    @property
+    def is_etcd(self) -> bool:
+        return self.etcd if self.etcd is not None else self.role == "control-plane"
 
     def fact_or_none(self, collector: type[Collector]) -> Any:
         fact = self.facts.get(collector.name)
