@@ -1,0 +1,544 @@
+"""Would the node's firewall accept a NEW inbound (or forwarded) tcp/udp packet? A pure walk.
+
+What is walked, for an IPv4 packet on hook `input` (or `forward`):
+- the iptables filter INPUT (FORWARD) chain of every backend that has one: legacy and
+  nft rules both apply when both are loaded;
+- every native nftables base chain of type filter on that hook, in priority order.
+  Tables iptables-nft manages are skipped when the iptables-nft ruleset was read (they
+  are the same rules, better parsed from iptables-save); they are recognised by
+  `NftTable.is_iptables_nft`: family ip/ip6, name filter/nat/mangle/raw/security, base
+  chains with iptables' upper-case built-in names.
+A packet is accepted only if every base chain accepts it (a drop anywhere is final).
+
+Jumps, gotos and RETURN are followed; LOG, counters and other non-terminal targets
+continue; REJECT counts as a drop; `-i lo` never matches a packet from a peer; a
+`limit` passes the first packet; conntrack state is NEW; marks are 0. A match that
+cannot be judged (ipset, recent, unknown modules, an unknown own address) forks the
+walk: both outcomes are followed, and the verdict is `uncertain` when they differ,
+with notes naming each such rule. The primary verdict assumes such rules do not match.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from cnidoctor.facts.firewall import (
+    AddrMatch,
+    IptChain,
+    IptRule,
+    IptRuleset,
+    NameMatch,
+    Nftables,
+    NftChain,
+    NftMatch,
+    NftRule,
+    PortMatch,
+)
+
+#: a peer's source port is ephemeral (Linux ip_local_port_range default)
+EPHEMERAL = (32768, 60999)
+MAX_DEPTH = 32
+#: how many undecidable rules may fork the walk before the rest are assumed not to match
+FORK_BUDGET = 64
+
+_MULTICAST = ipaddress.ip_network("224.0.0.0/4")
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+_PROTO_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp"}
+_CONTINUE_TARGETS = frozenset(
+    {
+        "LOG", "NFLOG", "ULOG", "TRACE", "MARK", "CONNMARK", "CT", "NOTRACK", "AUDIT",
+        "CLASSIFY", "TCPMSS", "CHECKSUM", "DSCP", "TOS", "TTL", "HL", "SET", "TEE",
+        "SECMARK", "CONNSECMARK", "IDLETIMER", "LED",
+    }
+)
+
+Tri = bool | None
+
+
+@dataclass(frozen=True)
+class Packet:
+    """A NEW IPv4 tcp/udp packet from a peer. `src`/`dst` are None when not known."""
+
+    proto: str
+    dport: int
+    src: str | None
+    in_iface: str | None = None
+    dst: str | None = None
+    out_iface: str | None = None
+    hook: str = "input"
+
+
+@dataclass
+class Verdict:
+    accepted: bool
+    #: the deciding rule's text, or "policy DROP of chain INPUT"
+    decided_by: str
+    #: chains walked, base chain first
+    path: list[str]
+    uncertain: bool = False
+    #: where the decision was taken: "iptables-nft filter INPUT", "nft inet filter input"
+    where: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Outcome:
+    kind: str  # accept, drop, return
+    decided_by: str | None
+    path: list[str]
+    forks: int = 0
+
+
+@dataclass
+class _Rule:
+    text: str
+    #: (matches?, why undecidable, action, jump target)
+    decide: Callable[[Packet], tuple[Tri, str | None, str, str | None]]
+
+
+@dataclass
+class _Chain:
+    name: str
+    policy: str | None
+    rules: list[_Rule]
+
+
+@dataclass
+class _BaseChain:
+    where: str
+    prio: int
+    chain: _Chain
+    chains: dict[str, _Chain]
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def _all(results: Sequence[tuple[Tri, str | None]]) -> tuple[Tri, str | None]:
+    if any(r is False for r, _ in results):
+        return False, None
+    reasons = [why for r, why in results if r is None and why]
+    return (None, "; ".join(reasons)) if reasons else (True, None)
+
+
+def _neg(value: Tri, negated: bool) -> Tri:
+    return value if value is None else value != negated
+
+
+def _in_net(addr: str, spec: str) -> bool:
+    ip = ipaddress.ip_address(addr)
+    if "-" in spec and "/" not in spec:
+        lo, hi = spec.split("-", 1)
+        return ipaddress.ip_address(lo) <= ip <= ipaddress.ip_address(hi)
+    net = ipaddress.ip_network(spec, strict=False)
+    return ip.version == net.version and ip in net
+
+
+def _dst_unknown(spec: str) -> tuple[Tri, str | None]:
+    """-d/daddr when the node's address is unknown: a unicast packet is never multicast."""
+    try:
+        net = ipaddress.ip_network(spec.split("-")[0], strict=False)
+    except ValueError:
+        return None, f"destination {spec}"
+    if net.version == 4 and (
+        net.subnet_of(_MULTICAST) or net.subnet_of(_LOOPBACK) or str(net) == "255.255.255.255/32"
+    ):
+        return False, None
+    return None, f"destination {spec} (the node's own address is not known)"
+
+
+def _addr(match: AddrMatch | None, addr: str | None, dst: bool) -> tuple[Tri, str | None]:
+    if match is None:
+        return True, None
+    if addr is None:
+        if not dst:
+            return None, f"source {match.value} (the peer's address is not known)"
+        value, why = _dst_unknown(match.value)
+        return _neg(value, match.negated), why
+    try:
+        return _in_net(addr, match.value) != match.negated, None
+    except ValueError:
+        return None, f"address {match.value}"
+
+
+def _iface(values: Sequence[str], iface: str | None, wildcard: str) -> tuple[Tri, str | None]:
+    """Is the interface one of `values` (iptables `eth+`, nft `eth*` wildcards)?"""
+    if iface is None:
+        if all(v == "lo" for v in values):
+            return False, None  # the packet comes from a peer, never from loopback
+        return None, f"interface {', '.join(values)} (the packet's interface is not known)"
+    for v in values:
+        if (v.endswith(wildcard) and iface.startswith(v[:-1])) or v == iface:
+            return True, None
+    return False, None
+
+
+def _sport(ranges: list[tuple[int, int]]) -> Tri:
+    lo, hi = EPHEMERAL
+    if any(a <= lo and hi <= b for a, b in ranges):
+        return True
+    if all(b < lo or a > hi for a, b in ranges):
+        return False
+    return None
+
+
+def _ports(match: PortMatch | None, port: int) -> Tri:
+    return True if match is None else match.contains(port)
+
+
+def _proto(match: NameMatch | None, proto: str) -> Tri:
+    if match is None:
+        return True
+    value = _PROTO_NUMBERS.get(match.values[0], match.values[0])
+    return (value in ("all", "0") or value == proto) != match.negated
+
+
+def _mark(match: NameMatch | None) -> tuple[Tri, str | None]:
+    """A new packet from a peer carries mark 0: `--mark V/M` matches iff V == 0."""
+    if match is None:
+        return True, None
+    try:
+        value = int(match.values[0].split("/")[0], 0)
+    except ValueError:
+        return None, f"mark {match.values[0]}"
+    return (value == 0) != match.negated, None
+
+
+def _addrtype(match: NameMatch | None, actual: set[str]) -> Tri:
+    if match is None:
+        return True
+    return bool(set(match.values) & actual) != match.negated
+
+
+def _ipt_decide(
+    rule: IptRule, chains: dict[str, IptChain]
+) -> Callable[[Packet], tuple[Tri, str | None, str, str | None]]:
+    target = rule.target
+    if target is None or target in _CONTINUE_TARGETS:
+        action, jump = "continue", None
+    elif target == "ACCEPT":
+        action, jump = "accept", None
+    elif target in ("DROP", "REJECT"):
+        action, jump = "drop", None
+    elif target == "RETURN":
+        action, jump = "return", None
+    elif target in chains:
+        action, jump = ("goto" if rule.goto else "jump"), target
+    else:
+        action, jump = "undecidable", target
+
+    def decide(p: Packet) -> tuple[Tri, str | None, str, str | None]:
+        local = p.hook == "input"
+        sport: Tri = True
+        if rule.sport is not None:
+            sport = _neg(_sport(rule.sport.ranges), rule.sport.negated)
+        anyport: Tri = True
+        if rule.anyport is not None:
+            anyport = True if rule.anyport.contains(p.dport) else _neg(
+                _sport(rule.anyport.ranges), rule.anyport.negated
+            )
+        checks: list[tuple[Tri, str | None]] = [
+            (_proto(rule.protocol, p.proto), None),
+            (_ports(rule.dport, p.dport), None),
+            (sport, "source port (the peer's is ephemeral)"),
+            (anyport, "multiport --ports"),
+            _addr(rule.src, p.src, dst=False),
+            _addr(rule.dst, p.dst, dst=True),
+            _iface(rule.in_iface.values, p.in_iface, "+") if rule.in_iface else (True, None),
+            _iface(rule.out_iface.values, p.out_iface, "+") if rule.out_iface else (True, None),
+            (_addrtype(rule.ctstate, {"NEW"}), None),
+            (_addrtype(rule.src_type, {"UNICAST"}), None),
+            (_addrtype(rule.dst_type, {"LOCAL"} if local else {"UNICAST"}), None),
+            (_addrtype(rule.pkt_type, {"unicast", "host"}), None),
+            _mark(rule.mark),
+            (rule.fragment is not True, None),
+            (True if rule.syn is None else (p.proto == "tcp") == rule.syn, None),
+        ]
+        if rule.in_iface is not None and rule.in_iface.negated:
+            v, why = checks[6]
+            checks[6] = (_neg(v, True), why)
+        if rule.out_iface is not None and rule.out_iface.negated:
+            v, why = checks[7]
+            checks[7] = (_neg(v, True), why)
+        if rule.unknown:
+            checks.append((None, " ".join(rule.unknown)))
+        value, why = _all(checks)
+        if action == "undecidable" and value is not False:
+            return None, f"unknown target {target}", action, jump
+        return value, why, action, jump
+
+    return decide
+
+
+# --------------------------------------------------------------------------- nft
+
+
+def _nft_member(m: NftMatch, p: Packet) -> tuple[Tri, str | None]:
+    """Is the packet's value for `m.field` among `m.values`?"""
+    f = m.field
+    if f in ("dport", "sport"):
+        if m.proto is not None and m.proto != p.proto:
+            return False, None
+        ranges = []
+        for v in m.values:
+            lo, _, hi = v.partition("-")
+            try:
+                ranges.append((int(lo), int(hi or lo)))
+            except ValueError:
+                return None, f"{f} {v}"
+        if f == "dport":
+            return any(a <= p.dport <= b for a, b in ranges), None
+        return _sport(ranges), "source port (the peer's is ephemeral)"
+    if f == "l4proto":
+        if m.family == "ip6":
+            return False, None
+        names = {_PROTO_NUMBERS.get(v, v) for v in m.values}
+        return p.proto in names, None
+    if f in ("saddr", "daddr"):
+        if m.family == "ip6":
+            return False, None  # an IPv4 packet never matches ip6 addresses
+        addr = p.src if f == "saddr" else p.dst
+        if addr is None and f == "saddr":
+            return None, f"saddr {', '.join(m.values)} (the peer's address is not known)"
+        if addr is None:
+            results = [_dst_unknown(v) for v in m.values]
+            if all(r is False for r, _ in results):
+                return False, None
+            return None, f"daddr {', '.join(m.values)} (the node's own address is not known)"
+        try:
+            return any(_in_net(addr, v) for v in m.values), None
+        except ValueError:
+            return None, f"{f} {', '.join(m.values)}"
+    if f in ("iifname", "oifname"):
+        return _iface(m.values, p.in_iface if f == "iifname" else p.out_iface, "*")
+    if f == "ct state":
+        return "new" in m.values, None
+    if f == "ct status":
+        return False, None  # a new connection from a peer: not dnat/snat/confirmed yet
+    if f == "fib daddr type":
+        return ("local" if p.hook == "input" else "unicast") in m.values, None
+    if f == "pkttype":
+        return bool({"host", "unicast"} & set(m.values)), None
+    if f == "nfproto":
+        return "ipv4" in m.values, None
+    if f == "mark":
+        try:
+            return any(int(v, 0) == 0 for v in m.values), None
+        except ValueError:
+            return None, f"mark {', '.join(m.values)}"
+    return None, f"{f} {', '.join(m.values)}"
+
+
+def _nft_match(m: NftMatch, p: Packet) -> tuple[Tri, str | None]:
+    member, why = _nft_member(m, p)
+    if m.op in ("==", "in"):
+        return member, why
+    if m.op == "!=":
+        return _neg(member, True), why
+    if m.field == "dport" and len(m.values) == 1 and m.values[0].isdigit():
+        if m.proto is not None and m.proto != p.proto:
+            return False, None
+        bound = int(m.values[0])
+        ops = {"<": p.dport < bound, ">": p.dport > bound,
+               "<=": p.dport <= bound, ">=": p.dport >= bound}
+        if m.op in ops:
+            return ops[m.op], None
+    return None, f"{m.field} {m.op} {', '.join(m.values)}"
+
+
+def _nft_decide(rule: NftRule) -> Callable[[Packet], tuple[Tri, str | None, str, str | None]]:
+    def decide(p: Packet) -> tuple[Tri, str | None, str, str | None]:
+        checks: list[tuple[Tri, str | None]] = []
+        for st in rule.statements:
+            if st.kind == "match" and st.match is not None:
+                checks.append(_nft_match(st.match, p))
+            elif st.kind == "limit":
+                checks.append((st.raw != "limit rate over", None))
+            elif st.kind == "unknown":
+                checks.append((None, st.raw))
+            elif st.kind == "vmap" and st.match is not None:
+                for value, verdict, target in st.vmap:
+                    hit, why = _nft_member(st.match.model_copy(update={"values": [value]}), p)
+                    if hit is None:
+                        value_, why_ = _all([*checks, (None, why)])
+                        return value_, why_, "undecidable", None
+                    if hit:
+                        return (*_all(checks), _action(verdict), target)
+            elif st.kind in ("accept", "drop", "reject", "jump", "goto", "return", "queue"):
+                value, why = _all(checks)
+                return value, why, _action(st.kind), st.target
+            if checks and checks[-1][0] is False:
+                return False, None, "continue", None
+        value, why = _all(checks)
+        return value, why, "continue", None
+
+    return decide
+
+
+def _action(kind: str) -> str:
+    return {"reject": "drop", "queue": "undecidable", "continue": "continue"}.get(kind, kind)
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+class _Walker:
+    def __init__(self, packet: Packet, chains: dict[str, _Chain]) -> None:
+        self.packet = packet
+        self.chains = chains
+        self.notes: list[str] = []
+        self.budget = FORK_BUDGET
+        self.broken = False
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def walk(
+        self, chain: _Chain, start: int, path: list[str], forks: int, depth: int
+    ) -> list[_Outcome]:
+        """Outcomes (accept/drop/return) of `chain` from rule `start`, forking on unknowns."""
+        for i in range(start, len(chain.rules)):
+            rule = chain.rules[i]
+            matched, why, action, target = rule.decide(self.packet)
+            if matched is False or action == "continue":
+                continue  # no match, or a rule that only logs/counts (matched or not)
+            if matched is None:
+                self._note(f"could not evaluate `{rule.text}` ({why})")
+                if self.budget <= 0:
+                    self.broken = True
+                    continue
+                self.budget -= 1
+                rest = self.walk(chain, i + 1, path, forks, depth)
+                alt = self._apply(chain, i, rule, action, target, path, forks + 1, depth)
+                return rest + alt
+            return self._apply(chain, i, rule, action, target, path, forks, depth)
+        return [_Outcome("return", None, path, forks)]
+
+    def _apply(
+        self,
+        chain: _Chain,
+        i: int,
+        rule: _Rule,
+        action: str,
+        target: str | None,
+        path: list[str],
+        forks: int,
+        depth: int,
+    ) -> list[_Outcome]:
+        if action in ("accept", "drop"):
+            return [_Outcome(action, rule.text, path, forks)]
+        if action == "return":
+            return [_Outcome("return", None, path, forks)]
+        if action == "undecidable":
+            self._note(f"`{rule.text}` decides outside the ruleset (unknown target or queue)")
+            return [
+                _Outcome("accept", rule.text, path, forks + 1),
+                _Outcome("drop", rule.text, path, forks + 1),
+            ]
+        sub = self.chains.get(target or "")
+        if sub is None or depth >= MAX_DEPTH:
+            self.broken = True
+            self._note(f"`{rule.text}`: chain {target} is missing or nested too deeply")
+            return self.walk(chain, i + 1, path, forks, depth)
+        out: list[_Outcome] = []
+        for o in self.walk(sub, 0, [*path, sub.name], forks, depth + 1):
+            if o.kind != "return":
+                out.append(o)
+            elif action == "goto":
+                out.append(o)  # returning from a goto returns from the calling chain
+            else:
+                out += self.walk(chain, i + 1, o.path, o.forks, depth)
+        return out
+
+
+def _run_base(base: _BaseChain, packet: Packet) -> tuple[list[_Outcome], _Walker]:
+    walker = _Walker(packet, base.chains)
+    outcomes = walker.walk(base.chain, 0, [base.chain.name], 0, 0)
+    policy = (base.chain.policy or "accept").lower()
+    settled = []
+    for o in outcomes:
+        if o.kind == "return":
+            kind = "accept" if policy == "accept" else "drop"
+            decided = f"policy {base.chain.policy or 'ACCEPT'} of chain {base.chain.name}"
+            o = _Outcome(kind, decided, o.path, o.forks)
+        settled.append(o)
+    return settled, walker
+
+
+def _ipt_bases(rulesets: Sequence[IptRuleset], hook: str) -> list[_BaseChain]:
+    name = "INPUT" if hook == "input" else "FORWARD"
+    out = []
+    for rs in rulesets:
+        if rs.family != "ipv4" or "filter" not in rs.tables:
+            continue
+        table = rs.tables["filter"]
+        if name not in table.chains:
+            continue
+        chains = {
+            c.name: _Chain(c.name, c.policy, [_Rule(r.text, _ipt_decide(r, table.chains))
+                                              for r in c.rules])
+            for c in table.chains.values()
+        }
+        out.append(_BaseChain(f"{rs.label} filter {name}", 0, chains[name], chains))
+    return out
+
+
+def _nft_bases(nft: Nftables, hook: str, skip_xtables: bool) -> list[_BaseChain]:
+    out = []
+    for table in nft.tables:
+        if table.family not in ("ip", "inet") or (skip_xtables and table.is_iptables_nft):
+            continue
+        chains = {c.name: _nft_chain(c) for c in table.chains.values()}
+        for c in table.chains.values():
+            if c.hook == hook and (c.type or "filter") == "filter":
+                out.append(_BaseChain(f"nft {table.label} {c.name}", c.prio or 0,
+                                      chains[c.name], chains))
+    return out
+
+
+def _nft_chain(chain: NftChain) -> _Chain:
+    return _Chain(chain.name, chain.policy, [_Rule(r.text, _nft_decide(r)) for r in chain.rules])
+
+
+def evaluate(
+    packet: Packet,
+    iptables: Sequence[IptRuleset] = (),
+    nft: Nftables | None = None,
+) -> Verdict:
+    """The fate of `packet` through every filter base chain on its hook."""
+    bases = _ipt_bases(iptables, packet.hook)
+    if nft is not None:
+        skip = any(r.backend == "nft" and r.family == "ipv4" for r in iptables)
+        bases += _nft_bases(nft, packet.hook, skip)
+    bases.sort(key=lambda b: b.prio)
+    if not bases:
+        return Verdict(True, f"no filter chain on the {packet.hook} hook", [])
+    notes: list[str] = []
+    can_accept, can_drop, broken = True, False, False
+    primary: tuple[_BaseChain, _Outcome] | None = None
+    last: tuple[_BaseChain, _Outcome] | None = None
+    for base in bases:
+        outcomes, walker = _run_base(base, packet)
+        notes += [n for n in walker.notes if n not in notes]
+        broken = broken or walker.broken
+        kinds = {o.kind for o in outcomes}
+        can_accept = can_accept and "accept" in kinds
+        can_drop = can_drop or "drop" in kinds
+        first = min(outcomes, key=lambda o: o.forks)
+        last = (base, first)
+        if primary is None and first.kind == "drop":
+            primary = last
+    chosen = primary or last
+    assert chosen is not None  # bases is not empty
+    base, outcome = chosen
+    return Verdict(
+        accepted=outcome.kind == "accept",
+        decided_by=outcome.decided_by or "",
+        path=outcome.path,
+        uncertain=(can_accept and can_drop) or broken,
+        where=base.where,
+        notes=notes,
+    )
