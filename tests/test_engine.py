@@ -99,3 +99,41 @@ def test_exit_status_follows_fail_on() -> None:
     assert exit_status(report(Severity.CRITICAL), "critical") == 1
     assert exit_status(report(Severity.INFO), "warning") == 0
     assert exit_status(report(Severity.CRITICAL), "never") == 0
+
+
+class Isolated(Rule):
+    id = "kernel.br-netfilter-missing"
+    severity = Severity.CRITICAL
+    title = "isolated"
+    explanation = "x"
+    needs = ()
+
+
+def test_a_warning_that_knocks_down_a_critical_leads_an_isolated_critical() -> None:
+    """Incident 000: UFW (warning) blocks the kubelet (critical): it is the first domino."""
+    rules = [Isolated, Cause, Effect]  # registry order alone would put Isolated first
+    isolated = finding(Isolated.id, "w1")
+    cause = finding(Cause.id, "w1", Severity.WARNING)
+    effect = finding(Effect.id, "w1")
+    ordered = link_causes([isolated, effect, cause], rules)
+    assert [f.id for f in ordered] == [Cause.id, Effect.id, Isolated.id]
+
+
+def test_causes_in_a_cycle_are_all_reported() -> None:
+    class A(Rule):
+        id = "a.a"
+        severity = Severity.WARNING
+        title = explanation = "a"
+        needs = ()
+        causes = ("b.b",)
+
+    class B(Rule):
+        id = "b.b"
+        severity = Severity.WARNING
+        title = explanation = "b"
+        needs = ()
+        causes = ("a.a",)
+
+    ordered = link_causes([finding("a.a", "n"), finding("b.b", "n")], [A, B])
+    assert sorted(f.id for f in ordered) == ["a.a", "b.b"]
+    assert not any(f.root_cause for f in ordered)

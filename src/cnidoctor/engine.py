@@ -65,7 +65,9 @@ def link_causes(findings: list[Finding], rules: Sequence[type[Rule]]) -> list[Fi
     """Set caused_by/root_cause from the rules' `causes` edges and order causes first.
 
     A finding is caused by another when the other's rule lists its id under `causes` and
-    they share a node (or the cause is cluster-wide). Order: roots by severity, each
+    they share a node (or the cause is cluster-wide). Order: roots first, the one whose
+    consequences are worst and most numerous leading (UFW's DROP, a warning, comes before
+    a critical that explains nothing else, because it knocks down the kubelet port), each
     followed depth-first by what it causes; ties keep the rules' registry order.
     """
     causes_of = {r.id: set(r.causes) for r in rules}
@@ -82,9 +84,27 @@ def link_causes(findings: list[Finding], rules: Sequence[type[Rule]]) -> list[Fi
         )
         finding.root_cause = not finding.caused_by
     by_key = {f.key: f for f in findings}
+    children = {f.key: [c for c in findings if f.key in c.caused_by] for f in findings}
 
-    def sort_key(f: Finding) -> tuple[int, int, str]:
-        return (f.severity.rank, order.get(f.id, len(order)), ",".join(f.nodes))
+    def downstream(finding: Finding) -> list[Finding]:
+        """The finding and everything that follows from it (cycle-safe)."""
+        seen: dict[str, Finding] = {}
+        stack = [finding]
+        while stack:
+            current = stack.pop()
+            if current.key not in seen:
+                seen[current.key] = current
+                stack += children.get(current.key, [])
+        return list(seen.values())
+
+    weight = {
+        f.key: (min(d.severity.rank for d in downstream(f)), -len(downstream(f)))
+        for f in findings
+    }
+
+    def sort_key(f: Finding) -> tuple[int, int, int, str]:
+        worst, size = weight[f.key]
+        return (worst, size, order.get(f.id, len(order)), ",".join(f.nodes))
 
     ordered: list[Finding] = []
     placed: set[int] = set()
@@ -94,8 +114,7 @@ def link_causes(findings: list[Finding], rules: Sequence[type[Rule]]) -> list[Fi
             return
         placed.add(id(finding))
         ordered.append(finding)
-        children = [f for f in findings if finding.key in f.caused_by]
-        for child in sorted(children, key=sort_key):
+        for child in sorted(children[finding.key], key=sort_key):
             if all(id(by_key.get(k)) in placed for k in child.caused_by if k in by_key):
                 place(child)
 
