@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from helpers import data, failed, findings, node
-
 from cnidoctor.collectors.cni import CniConfigCollector
 from cnidoctor.collectors.flannel import FlannelSubnetEnvCollector
 from cnidoctor.collectors.network import LinksCollector
@@ -15,6 +13,7 @@ from cnidoctor.rules.flannel import (
     FlannelSubnetEnvMissing,
     FlannelVxlanIfaceMissing,
 )
+from helpers import data, failed, findings, node
 
 MISSING = failed(1, stderr=data("flannel/missing.stderr").split("\n", 1)[1])
 LINKS = data("cni/links-flannel-clean.json")
