@@ -59,7 +59,11 @@ def test_k3s_flannel_conflist_is_active_in_k3s_dir() -> None:
     }
     # flannel delegates to bridge with host-local IPAM unless told otherwise
     assert [b for b, _ in active.referenced_binaries()] == [
-        "flannel", "bridge", "host-local", "portmap", "bandwidth",
+        "flannel",
+        "bridge",
+        "host-local",
+        "portmap",
+        "bandwidth",
     ]
     assert not active.uses_ipv6
     assert config.dir("/etc/cni/net.d").exists and config.dir("/etc/cni/net.d").files == []
@@ -77,7 +81,10 @@ def test_calico_conflist_and_its_kubeconfig() -> None:
     active = config.active
     assert active.cni == "calico" and active.plugins[0].ipam_type == "calico-ipam"
     assert [b for b, _ in active.referenced_binaries()] == [
-        "calico", "calico-ipam", "portmap", "bandwidth",
+        "calico",
+        "calico-ipam",
+        "portmap",
+        "bandwidth",
     ]
     kubeconfig = next(f for f in config.runtime.files if f.filename == "calico-kubeconfig")
     assert not kubeconfig.is_config and kubeconfig.error is None
@@ -188,7 +195,10 @@ def subnet_env(case: str) -> Fact:
 def test_subnet_env_parsed() -> None:
     env: FlannelSubnetEnv = subnet_env("k3s").value
     assert (env.network, env.subnet, env.mtu, env.ipmasq) == (
-        "10.42.0.0/16", "10.42.1.1/24", 1450, True,
+        "10.42.0.0/16",
+        "10.42.1.1/24",
+        1450,
+        True,
     )
     assert str(env.subnet_network) == "10.42.1.0/24"
     dual: FlannelSubnetEnv = subnet_env("dualstack").value
@@ -265,8 +275,16 @@ def test_k3s_agent_and_bad_yaml_and_absent() -> None:
 
 def test_flags_and_exec_start() -> None:
     flags = parse_flags(
-        ["--flannel-external-ip", "--disable", "traefik", "--disable=servicelb", "--debug",
-         "--node-ip", "10.0.0.1", "--cluster-init"]
+        [
+            "--flannel-external-ip",
+            "--disable",
+            "traefik",
+            "--disable=servicelb",
+            "--debug",
+            "--node-ip",
+            "10.0.0.1",
+            "--cluster-init",
+        ]
     )
     assert flags == {
         "flannel-external-ip": True,
@@ -276,8 +294,7 @@ def test_flags_and_exec_start() -> None:
         "cluster-init": True,
     }
     unit = (
-        "ExecStart=/bin/k3s server --a 1\n[X]\nExecStart=\n"
-        "ExecStart=/bin/k3s agent \\\n  --b 2\n"
+        "ExecStart=/bin/k3s server --a 1\n[X]\nExecStart=\nExecStart=/bin/k3s agent \\\n  --b 2\n"
     )
     assert split_exec_start(unit) == ["/bin/k3s", "agent", "--b", "2"]
 
@@ -299,10 +316,13 @@ def test_cni_in_use() -> None:
 
 
 def test_binaries_missing_flannel_plugin() -> None:
-    ctx = node({
-        CniConfigCollector: [data("cni/kubeadm-flannel.txt")],
-        CniBinCollector: [data("cni/bin-kubeadm-no-flannel.txt")],
-    }, name="donovan-xps-8930")
+    ctx = node(
+        {
+            CniConfigCollector: [data("cni/kubeadm-flannel.txt")],
+            CniBinCollector: [data("cni/bin-kubeadm-no-flannel.txt")],
+        },
+        name="donovan-xps-8930",
+    )
     [finding] = findings(rules.CniBinariesMissing, ctx)
     assert finding.id == "cni.binaries-missing" and finding.severity is Severity.CRITICAL
     assert finding.evidence == [
@@ -316,18 +336,22 @@ def test_binaries_missing_flannel_plugin() -> None:
 
 def test_binaries_present_is_clean() -> None:
     for config, bins in (("kubeadm-flannel", "bin-kubeadm-full"), ("k3s-flannel", "bin-k3s")):
-        ctx = node({
-            CniConfigCollector: [data(f"cni/{config}.txt")],
-            CniBinCollector: [data(f"cni/{bins}.txt")],
-        })
+        ctx = node(
+            {
+                CniConfigCollector: [data(f"cni/{config}.txt")],
+                CniBinCollector: [data(f"cni/{bins}.txt")],
+            }
+        )
         assert findings(rules.CniBinariesMissing, ctx) == []
 
 
 def test_binaries_missing_on_k3s_when_plugins_sit_in_opt() -> None:
-    ctx = node({
-        CniConfigCollector: [data("cni/k3s-flannel.txt")],
-        CniBinCollector: [data("cni/bin-kubeadm-full.txt")],
-    })
+    ctx = node(
+        {
+            CniConfigCollector: [data("cni/k3s-flannel.txt")],
+            CniBinCollector: [data("cni/bin-kubeadm-full.txt")],
+        }
+    )
     [finding] = findings(rules.CniBinariesMissing, ctx)
     assert finding.evidence[0] == (
         "plugin flannel referenced by /var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist"
@@ -342,10 +366,12 @@ def test_binaries_missing_on_k3s_when_plugins_sit_in_opt() -> None:
 
 
 def test_binaries_missing_when_no_bin_dir_and_calico_fix() -> None:
-    ctx = node({
-        CniConfigCollector: [data("cni/calico.txt")],
-        CniBinCollector: [data("cni/bin-none.txt")],
-    })
+    ctx = node(
+        {
+            CniConfigCollector: [data("cni/calico.txt")],
+            CniBinCollector: [data("cni/bin-none.txt")],
+        }
+    )
     [finding] = findings(rules.CniBinariesMissing, ctx)
     assert len(finding.evidence) == 4 and "calico-ipam" in finding.evidence[1]
     assert any("calico-node" in f for f in finding.fix)
@@ -364,10 +390,12 @@ def test_config_missing_on_a_flannel_node() -> None:
 
 def test_config_missing_in_k3s_dir_while_etc_has_one() -> None:
     k3s_none = data("k3s/server.txt").replace("flannel-backend: vxlan", "flannel-backend: none")
-    ctx = node({
-        CniConfigCollector: [data("cni/k3s-empty-etc-calico.txt")],
-        K3sConfigCollector: [k3s_none],
-    })
+    ctx = node(
+        {
+            CniConfigCollector: [data("cni/k3s-empty-etc-calico.txt")],
+            K3sConfigCollector: [k3s_none],
+        }
+    )
     [finding] = findings(rules.CniConfigMissing, ctx)
     assert finding.evidence[1] == (
         "/etc/cni/net.d has 10-calico.conflist, but the runtime reads "
@@ -383,10 +411,12 @@ def test_config_missing_broken_first_config_and_absent_dirs() -> None:
     [finding] = findings(rules.CniConfigMissing, ctx)
     assert finding.title == "the CNI config the runtime loads first cannot be loaded"
     assert finding.evidence[0].startswith("/etc/cni/net.d/05-old.conflist is loaded first")
-    ctx = node({
-        CniConfigCollector: [data("cni/none.txt")],
-        K3sConfigCollector: [data("k3s/agent.txt")],
-    })
+    ctx = node(
+        {
+            CniConfigCollector: [data("cni/none.txt")],
+            K3sConfigCollector: [data("k3s/agent.txt")],
+        }
+    )
     [finding] = findings(rules.CniConfigMissing, ctx)
     assert finding.evidence[0].startswith(f"{K3S_CNI_DIR} does not exist")
     assert finding.fix[-1] == "systemctl restart k3s (k3s-agent on agents)"
@@ -407,10 +437,12 @@ def test_config_missing_clean_cases() -> None:
 
 
 def test_config_conflict_containerd_bridge_sorts_first() -> None:
-    ctx = node({
-        CniConfigCollector: [data("cni/containerd-net-and-flannel.txt")],
-        LinksCollector: [data("cni/links-flannel-clean.json")],
-    })
+    ctx = node(
+        {
+            CniConfigCollector: [data("cni/containerd-net-and-flannel.txt")],
+            LinksCollector: [data("cni/links-flannel-clean.json")],
+        }
+    )
     [finding] = findings(rules.CniConfigConflict, ctx)
     assert finding.evidence[0] == (
         "loaded first: /etc/cni/net.d/10-containerd-net.conflist (bridge: plugins bridge, portmap)"
@@ -430,43 +462,55 @@ def test_config_conflict_cilium_before_flannel_and_clean_cases() -> None:
     [finding] = findings(rules.CniConfigConflict, ctx)
     assert "05-cilium.conflist (cilium" in finding.evidence[0]
     assert "from the cluster setting" in finding.evidence[1]
-    for case, cluster_cni in (("cilium-and-flannel", "cilium"), ("cilium-exclusive", "flannel"),
-                              ("kubeadm-flannel", "flannel")):
+    for case, cluster_cni in (
+        ("cilium-and-flannel", "cilium"),
+        ("cilium-exclusive", "flannel"),
+        ("kubeadm-flannel", "flannel"),
+    ):
         clean = node(
             {CniConfigCollector: [data(f"cni/{case}.txt")]}, cluster=ClusterConfig(cni=cluster_cni)
         )
         assert findings(rules.CniConfigConflict, clean) == [], case
     # with auto and devices of two CNIs nobody can say which config is wrong
-    unsure = node({
-        CniConfigCollector: [data("cni/cilium-and-flannel.txt")],
-        LinksCollector: [data("cni/links-cilium-with-flannel-leftovers.json")],
-    })
+    unsure = node(
+        {
+            CniConfigCollector: [data("cni/cilium-and-flannel.txt")],
+            LinksCollector: [data("cni/links-cilium-with-flannel-leftovers.json")],
+        }
+    )
     assert findings(rules.CniConfigConflict, unsure) == []
 
 
 def test_stale_bridge_address() -> None:
-    ctx = node({
-        LinksCollector: [data("cni/links-stale-bridge.json")],
-        FlannelSubnetEnvCollector: [data("flannel/k3s.txt")],
-    }, name="boromir")
+    ctx = node(
+        {
+            LinksCollector: [data("cni/links-stale-bridge.json")],
+            FlannelSubnetEnvCollector: [data("flannel/k3s.txt")],
+        },
+        name="boromir",
+    )
     [finding] = findings(rules.CniStaleBridgeAddress, ctx)
     assert finding.evidence == [
         "cni0 has 10.244.2.1/24, outside FLANNEL_SUBNET=10.42.1.1/24 of /run/flannel/subnet.env"
     ]
     assert finding.fix[1] == "ip link delete cni0"
     assert finding.fix[0].startswith("kubectl drain boromir")
-    clean = node({
-        LinksCollector: [data("cni/links-flannel-clean.json")],
-        FlannelSubnetEnvCollector: [data("flannel/k3s.txt")],
-    })
+    clean = node(
+        {
+            LinksCollector: [data("cni/links-flannel-clean.json")],
+            FlannelSubnetEnvCollector: [data("flannel/k3s.txt")],
+        }
+    )
     assert findings(rules.CniStaleBridgeAddress, clean) == []
 
 
 def test_stale_cilium_devices_on_a_flannel_node() -> None:
-    ctx = node({
-        LinksCollector: [data("cni/links-flannel-with-cilium-leftovers.json")],
-        CniConfigCollector: [data("cni/kubeadm-flannel.txt")],
-    })
+    ctx = node(
+        {
+            LinksCollector: [data("cni/links-flannel-with-cilium-leftovers.json")],
+            CniConfigCollector: [data("cni/kubeadm-flannel.txt")],
+        }
+    )
     [finding] = findings(rules.CniStaleInterfaces, ctx)
     assert finding.severity is Severity.WARNING  # flannel.1 got the port; cilium_vxlan is down
     assert (
@@ -474,8 +518,7 @@ def test_stale_cilium_devices_on_a_flannel_node() -> None:
         in finding.evidence
     )
     assert (
-        "VXLAN devices share UDP port 8472: cilium_vxlan (down), flannel.1 (up)"
-        in finding.evidence
+        "VXLAN devices share UDP port 8472: cilium_vxlan (down), flannel.1 (up)" in finding.evidence
     )
     # one end of the cilium_host/cilium_net pair is enough
     assert finding.fix[:2] == ["ip link delete cilium_net", "ip link delete cilium_vxlan"]
@@ -504,10 +547,12 @@ def test_vxlan_port_clash_and_calico_leftover() -> None:
 
 
 def test_stale_interfaces_clean() -> None:
-    ctx = node({
-        LinksCollector: [data("cni/links-flannel-clean.json")],
-        CniConfigCollector: [data("cni/k3s-flannel.txt")],
-    })
+    ctx = node(
+        {
+            LinksCollector: [data("cni/links-flannel-clean.json")],
+            CniConfigCollector: [data("cni/k3s-flannel.txt")],
+        }
+    )
     assert findings(rules.CniStaleInterfaces, ctx) == []
 
 

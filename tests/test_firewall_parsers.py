@@ -231,8 +231,10 @@ def test_collector_falls_back_to_plain_iptables_save() -> None:
 
 def test_collector_absent_without_iptables_and_error_on_failure() -> None:
     missing = [failed(127, "sh: iptables-save: not found")] * 6
-    missing = [r.model_copy(update={"argv": list(c.argv)})
-               for r, c in zip(missing, IptablesCollector.commands, strict=True)]
+    missing = [
+        r.model_copy(update={"argv": list(c.argv)})
+        for r, c in zip(missing, IptablesCollector.commands, strict=True)
+    ]
     fact = IptablesCollector.judge(missing)
     assert fact.status is FactStatus.ABSENT and "not installed" in (fact.reason or "")
     results = ipt_results("empty")
@@ -312,14 +314,36 @@ def test_truncated_nft_capture_is_a_parse_error() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(
-        st.sampled_from(["nftables", "table", "chain", "rule", "expr", "family", "name",
-                         "table", "match", "left", "right", "set", "elem"]),
-        children, max_size=3),
-    max_leaves=20,
-))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "nftables",
+                        "table",
+                        "chain",
+                        "rule",
+                        "expr",
+                        "family",
+                        "name",
+                        "table",
+                        "match",
+                        "left",
+                        "right",
+                        "set",
+                        "elem",
+                    ]
+                ),
+                children,
+                max_size=3,
+            )
+        ),
+        max_leaves=20,
+    )
+)
 def test_arbitrary_json_never_raises_anything_else(value: object) -> None:
     with contextlib.suppress(FactParseError):
         parse_nft_json(json.dumps({"nftables": value}))
@@ -342,8 +366,10 @@ def test_ufw_collector_absent_error_and_garbage() -> None:
     def judge(conf: CommandResult, defaults: CommandResult) -> FactStatus:
         argvs = [list(c.argv) for c in UfwCollector.commands]
         return UfwCollector.judge(
-            [conf.model_copy(update={"argv": argvs[0]}),
-             defaults.model_copy(update={"argv": argvs[1]})]
+            [
+                conf.model_copy(update={"argv": argvs[0]}),
+                defaults.model_copy(update={"argv": argvs[1]}),
+            ]
         ).status
 
     nofile = failed(1, "cat: /etc/ufw/ufw.conf: No such file or directory")

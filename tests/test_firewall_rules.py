@@ -122,8 +122,13 @@ def test_incident_000_ufw_blocks_kubelet_and_vxlan() -> None:
 def test_registry_entries() -> None:
     from cnidoctor.rules import BUILTIN_RULES
 
-    ours = [HostFirewallActive, InputDropBlocksClusterPorts, ForwardDrop, BackendMismatch,
-            StaleRules]
+    ours = [
+        HostFirewallActive,
+        InputDropBlocksClusterPorts,
+        ForwardDrop,
+        BackendMismatch,
+        StaleRules,
+    ]
     assert all(rule in BUILTIN_RULES for rule in ours)
     assert [r.id for r in ours] == [
         "firewall.host-firewall-active",
@@ -163,13 +168,17 @@ def test_native_nft_drop_gets_nft_insert_fix() -> None:
 
 
 def test_plain_iptables_drop_gets_iptables_insert_fix() -> None:
-    rules = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n" \
-            "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+    rules = (
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+    )
     c = node(
-        {IptablesCollector: [rules, "", rules, "", "", ""],
-         NftablesCollector: [text("nft/empty.json")],
-         UfwCollector: [text("ufw/empty.ufw-conf.txt"), ""],
-         LinksCollector: [LINKS]},
+        {
+            IptablesCollector: [rules, "", rules, "", "", ""],
+            NftablesCollector: [text("nft/empty.json")],
+            UfwCollector: [text("ufw/empty.ufw-conf.txt"), ""],
+            LinksCollector: [LINKS],
+        },
         cluster=ClusterConfig(cni="calico"),
         address=None,
     )
@@ -187,8 +196,9 @@ def test_unknown_peer_address_makes_source_rules_uncertain() -> None:
     [finding] = findings(InputDropBlocksClusterPorts, ctx("ufw-allow-from-subnet", address=None))
     kubelet = finding.evidence.index(next(e for e in finding.evidence if e.startswith("10250/")))
     assert finding.evidence[kubelet + 1].startswith("10250/tcp: uncertain")
-    assert any("-s 192.168.1.0/24" in e and "peer's address is not known" in e
-               for e in finding.evidence)
+    assert any(
+        "-s 192.168.1.0/24" in e and "peer's address is not known" in e for e in finding.evidence
+    )
     # with the address known, the subnet rule decides: only VXLAN is blocked
     [known] = findings(InputDropBlocksClusterPorts, ctx("ufw-allow-from-subnet"))
     assert [e.split(" ")[0] for e in known.evidence[1:]] == ["8472/udp"]
@@ -201,13 +211,17 @@ def test_firewalld_reject_gets_firewall_cmd_fix() -> None:
 
 
 def test_uncertain_verdicts_are_said_in_the_evidence() -> None:
-    rules = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n" \
-            "-A INPUT -m set --match-set allowed src -j ACCEPT\nCOMMIT\n"
+    rules = (
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n"
+        "-A INPUT -m set --match-set allowed src -j ACCEPT\nCOMMIT\n"
+    )
     c = node(
-        {IptablesCollector: [rules, "", rules, "", "", ""],
-         NftablesCollector: [text("nft/empty.json")],
-         UfwCollector: [text("ufw/empty.ufw-conf.txt"), ""],
-         LinksCollector: [LINKS]},
+        {
+            IptablesCollector: [rules, "", rules, "", "", ""],
+            NftablesCollector: [text("nft/empty.json")],
+            UfwCollector: [text("ufw/empty.ufw-conf.txt"), ""],
+            LinksCollector: [LINKS],
+        },
         cluster=FLANNEL,
         address="192.168.1.34",
     )

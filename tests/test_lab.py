@@ -211,7 +211,8 @@ def host_snapshot() -> dict[str, str]:
         if Path("/etc/default/ufw").is_file()
         else "",
         "run": " ".join(
-            p for p in ("/run/ufw.lock", "/run/xtables.lock", "/run/flannel/subnet.env")
+            p
+            for p in ("/run/ufw.lock", "/run/xtables.lock", "/run/flannel/subnet.env")
             if os.path.exists(p)
         ),
         "rancher": str(Path("/var/lib/rancher").exists()),

@@ -115,8 +115,15 @@ def test_iptables_nft_tables_are_not_counted_twice_but_used_without_iptables() -
 
 
 def test_docker_forward_drop_and_flannel_accept() -> None:
-    pod = Packet("tcp", 80, "10.42.1.5", in_iface="flannel.1", out_iface="cni0",
-                 dst="10.42.0.9", hook="forward")
+    pod = Packet(
+        "tcp",
+        80,
+        "10.42.1.5",
+        in_iface="flannel.1",
+        out_iface="cni0",
+        dst="10.42.0.9",
+        hook="forward",
+    )
     rulesets, nft = captured("docker-forward-drop")
     verdict = evaluate(pod, rulesets, nft)
     assert not verdict.accepted and verdict.decided_by == "policy DROP of chain FORWARD"
@@ -301,10 +308,20 @@ def test_many_unknown_rules_stay_bounded() -> None:
     [
         ("worker", "flannel", None, None, ["10250/tcp", "8472/udp"]),
         ("worker", "auto", None, None, ["10250/tcp", "8472/udp"]),
-        ("control-plane", "flannel", None, None,
-         ["6443/tcp", "10250/tcp", "2379-2380/tcp", "8472/udp"]),
-        ("control-plane", "flannel", False, "wireguard-native",
-         ["6443/tcp", "10250/tcp", "51820-51821/udp"]),
+        (
+            "control-plane",
+            "flannel",
+            None,
+            None,
+            ["6443/tcp", "10250/tcp", "2379-2380/tcp", "8472/udp"],
+        ),
+        (
+            "control-plane",
+            "flannel",
+            False,
+            "wireguard-native",
+            ["6443/tcp", "10250/tcp", "51820-51821/udp"],
+        ),
         ("worker", "cilium", None, None, ["10250/tcp", "8472/udp", "4240/tcp"]),
         ("worker", "calico", None, None, ["10250/tcp", "179/tcp", "4789/udp"]),
         ("worker", "flannel", None, "host-gw", ["10250/tcp"]),

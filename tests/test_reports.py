@@ -144,16 +144,24 @@ def test_verdict_when_nothing_collected() -> None:
 
 def test_verdict_first_domino_is_a_root_cause() -> None:
     consequence = Finding(
-        id="kubelet.unreachable", severity=Severity.CRITICAL, nodes=["n1"], title="t",
-        explanation="e", caused_by=["firewall.input-drop-blocks-cluster-ports@n1"],
+        id="kubelet.unreachable",
+        severity=Severity.CRITICAL,
+        nodes=["n1"],
+        title="t",
+        explanation="e",
+        caused_by=["firewall.input-drop-blocks-cluster-ports@n1"],
         root_cause=False,
     )
     root = Finding(
-        id="firewall.input-drop-blocks-cluster-ports", severity=Severity.WARNING, nodes=["n1"],
-        title="t", explanation="e",
+        id="firewall.input-drop-blocks-cluster-ports",
+        severity=Severity.WARNING,
+        nodes=["n1"],
+        title="t",
+        explanation="e",
     )
     report = Report(
-        cluster=ClusterSummary(), nodes=[NodeStatus(name="n1", collected=True)],
+        cluster=ClusterSummary(),
+        nodes=[NodeStatus(name="n1", collected=True)],
         findings=[consequence, root],
     )
     assert "first domino: firewall.input-drop-blocks-cluster-ports on n1" in verdict(report)
@@ -263,8 +271,13 @@ def test_markdown_structure() -> None:
 
 def test_markdown_keeps_hostile_text_inside_its_code() -> None:
     finding = Finding(
-        id="cni.config-conflict", severity=Severity.WARNING, nodes=["n|1"], title="t",
-        explanation="e", evidence=["name has `back` ticks"], fix=["echo '```'"],
+        id="cni.config-conflict",
+        severity=Severity.WARNING,
+        nodes=["n|1"],
+        title="t",
+        explanation="e",
+        evidence=["name has `back` ticks"],
+        fix=["echo '```'"],
     )
     report = Report(
         cluster=ClusterSummary(),

@@ -39,6 +39,8 @@ _skip_unless_root = pytest.mark.skipif(not IS_ROOT, reason="needs root to build 
 def needs_root(test: F) -> F:
     """Marked `root` (deselect with -m 'not root') and skipped with a reason when not root."""
     return pytest.mark.root(_skip_unless_root(test))
+
+
 SERVER_ADDR = "192.0.2.1"  # TEST-NET-1, only ever inside the scratch namespaces
 CLIENT_ADDR = "192.0.2.2"
 SILENT_ADDR = "192.0.2.3"  # on the link, but no host answers for it
@@ -350,8 +352,21 @@ def ssh_lab() -> Iterator[SshLab]:
     try:
         sh("ip", "netns", "add", server)
         sh("ip", "netns", "add", client)
-        sh("ip", "-n", server, "link", "add", "cndt-s", "type", "veth",
-           "peer", "name", "cndt-c", "netns", client)
+        sh(
+            "ip",
+            "-n",
+            server,
+            "link",
+            "add",
+            "cndt-s",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "cndt-c",
+            "netns",
+            client,
+        )
         for ns, dev, addr in ((server, "cndt-s", SERVER_ADDR), (client, "cndt-c", CLIENT_ADDR)):
             sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -375,9 +390,22 @@ def ssh_lab() -> Iterator[SshLab]:
         log = workdir / "sshd.log"
         with log.open("wb") as log_file:
             sshd = subprocess.Popen(
-                ["nsenter", f"--net=/run/netns/{server}", "unshare", "--mount",
-                 "--propagation", "private", "sh", "-c", SSHD_WRAPPER, "sh", str(config)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                [
+                    "nsenter",
+                    f"--net=/run/netns/{server}",
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    SSHD_WRAPPER,
+                    "sh",
+                    str(config),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
             )
         deadline = time.monotonic() + 10
         while "Server listening" not in log.read_text():
@@ -449,9 +477,7 @@ def test_ssh_nothing_listening_is_one_clear_line(ssh_lab: SshLab) -> None:
 def test_ssh_silent_host_fails_within_the_connect_timeout(ssh_lab: SshLab) -> None:
     started = time.monotonic()
     with pytest.raises(TransportError) as info:
-        ssh_transport(ssh_lab, host=SILENT_ADDR, connect_timeout=1).run_batch(
-            [Command(("true",))]
-        )
+        ssh_transport(ssh_lab, host=SILENT_ADDR, connect_timeout=1).run_batch([Command(("true",))])
     elapsed = time.monotonic() - started
     message = str(info.value)
     assert elapsed < 1 + 4  # ARP gives up after ~3s at most; the connect timeout is 1s

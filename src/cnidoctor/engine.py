@@ -98,8 +98,7 @@ def link_causes(findings: list[Finding], rules: Sequence[type[Rule]]) -> list[Fi
         return list(seen.values())
 
     weight = {
-        f.key: (min(d.severity.rank for d in downstream(f)), -len(downstream(f)))
-        for f in findings
+        f.key: (min(d.severity.rank for d in downstream(f)), -len(downstream(f))) for f in findings
     }
 
     def sort_key(f: Finding) -> tuple[int, int, int, str]:

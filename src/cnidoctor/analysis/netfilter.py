@@ -48,9 +48,28 @@ _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 _PROTO_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp"}
 _CONTINUE_TARGETS = frozenset(
     {
-        "LOG", "NFLOG", "ULOG", "TRACE", "MARK", "CONNMARK", "CT", "NOTRACK", "AUDIT",
-        "CLASSIFY", "TCPMSS", "CHECKSUM", "DSCP", "TOS", "TTL", "HL", "SET", "TEE",
-        "SECMARK", "CONNSECMARK", "IDLETIMER", "LED",
+        "LOG",
+        "NFLOG",
+        "ULOG",
+        "TRACE",
+        "MARK",
+        "CONNMARK",
+        "CT",
+        "NOTRACK",
+        "AUDIT",
+        "CLASSIFY",
+        "TCPMSS",
+        "CHECKSUM",
+        "DSCP",
+        "TOS",
+        "TTL",
+        "HL",
+        "SET",
+        "TEE",
+        "SECMARK",
+        "CONNSECMARK",
+        "IDLETIMER",
+        "LED",
     }
 )
 
@@ -236,8 +255,10 @@ def _ipt_decide(
             sport = _neg(_sport(rule.sport.ranges), rule.sport.negated)
         anyport: Tri = True
         if rule.anyport is not None:
-            anyport = True if rule.anyport.contains(p.dport) else _neg(
-                _sport(rule.anyport.ranges), rule.anyport.negated
+            anyport = (
+                True
+                if rule.anyport.contains(p.dport)
+                else _neg(_sport(rule.anyport.ranges), rule.anyport.negated)
             )
         checks: list[tuple[Tri, str | None]] = [
             (_proto(rule.protocol, p.proto), None),
@@ -341,8 +362,12 @@ def _nft_match(m: NftMatch, p: Packet) -> tuple[Tri, str | None]:
         if m.proto is not None and m.proto != p.proto:
             return False, None
         bound = int(m.values[0])
-        ops = {"<": p.dport < bound, ">": p.dport > bound,
-               "<=": p.dport <= bound, ">=": p.dport >= bound}
+        ops = {
+            "<": p.dport < bound,
+            ">": p.dport > bound,
+            "<=": p.dport <= bound,
+            ">=": p.dport >= bound,
+        }
         if m.op in ops:
             return ops[m.op], None
     return None, f"{m.field} {m.op} {', '.join(m.values)}"
@@ -478,8 +503,9 @@ def _ipt_bases(rulesets: Sequence[IptRuleset], hook: str) -> list[_BaseChain]:
         if name not in table.chains:
             continue
         chains = {
-            c.name: _Chain(c.name, c.policy, [_Rule(r.text, _ipt_decide(r, table.chains))
-                                              for r in c.rules])
+            c.name: _Chain(
+                c.name, c.policy, [_Rule(r.text, _ipt_decide(r, table.chains)) for r in c.rules]
+            )
             for c in table.chains.values()
         }
         out.append(_BaseChain(f"{rs.label} filter {name}", 0, chains[name], chains))
@@ -494,8 +520,9 @@ def _nft_bases(nft: Nftables, hook: str, skip_xtables: bool) -> list[_BaseChain]
         chains = {c.name: _nft_chain(c) for c in table.chains.values()}
         for c in table.chains.values():
             if c.hook == hook and (c.type or "filter") == "filter":
-                out.append(_BaseChain(f"nft {table.label} {c.name}", c.prio or 0,
-                                      chains[c.name], chains))
+                out.append(
+                    _BaseChain(f"nft {table.label} {c.name}", c.prio or 0, chains[c.name], chains)
+                )
     return out
 
 

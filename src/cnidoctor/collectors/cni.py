@@ -27,7 +27,7 @@ from cnidoctor.transports.base import Command, CommandResult
 
 #: shared preamble: a random marker, announced on the first line
 MARKER_PREAMBLE = (
-    'M="@@cnidoctor-f-$(od -An -N12 -tx1 /dev/urandom 2>/dev/null | tr -d \' \\n\')"\n'
+    "M=\"@@cnidoctor-f-$(od -An -N12 -tx1 /dev/urandom 2>/dev/null | tr -d ' \\n')\"\n"
     "printf 'MARKER %s\\n' \"$M\"\n"
 )
 
@@ -281,4 +281,3 @@ class CniBinCollector(Collector):
     @classmethod
     def parse(cls, results: Sequence[CommandResult]) -> CniBins:
         return parse_cni_bins(results[0].stdout)
-

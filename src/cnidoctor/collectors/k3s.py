@@ -28,18 +28,19 @@ _SECRETS = "token|agent-token|datastore-endpoint|etcd-s3-access-key|etcd-s3-secr
 
 #: awk: blank secret values; written without single quotes to sit inside sh '...'
 REDACT_AWK = (
-    "BEGIN { q = sprintf(\"%c\", 39); s = \"^-?-(" + _SECRETS + "|t)\" }\n"
+    'BEGIN { q = sprintf("%c", 39); s = "^-?-(' + _SECRETS + '|t)" }\n'
     "{\n"
-    "  if ($0 ~ \"^[ \\t]*[\\\"\" q \"]?(" + _SECRETS + ")[\\\"\" q \"]?[ \\t]*:\") {\n"
-    "    sub(/:.*/, \": " + REDACTED + "\"); print; next }\n"
-    "  gsub(/K3S_(TOKEN|AGENT_TOKEN|DATASTORE_ENDPOINT)=[^ \\t\"]*/, \"K3S_SECRET=" + REDACTED
-    + "\")\n"
+    '  if ($0 ~ "^[ \\t]*[\\"" q "]?(' + _SECRETS + ')[\\"" q "]?[ \\t]*:") {\n'
+    '    sub(/:.*/, ": ' + REDACTED + '"); print; next }\n'
+    '  gsub(/K3S_(TOKEN|AGENT_TOKEN|DATASTORE_ENDPOINT)=[^ \\t"]*/, "K3S_SECRET='
+    + REDACTED
+    + '")\n'
     "  for (i = 1; i <= NF; i++) {\n"
-    "    w = $i; gsub(\"[\\\"\" q \"]\", \"\", w)\n"
-    "    if (w == \"\\\\\") continue\n"
-    "    if (pending) { $i = \"" + REDACTED + "\"; pending = 0; continue }\n"
-    "    if (w ~ (s \"$\")) { pending = 1; continue }\n"
-    "    if (w ~ (s \"=\")) { sub(/=.*/, \"=" + REDACTED + "\", w); $i = w }\n"
+    '    w = $i; gsub("[\\"" q "]", "", w)\n'
+    '    if (w == "\\\\") continue\n'
+    '    if (pending) { $i = "' + REDACTED + '"; pending = 0; continue }\n'
+    '    if (w ~ (s "$")) { pending = 1; continue }\n'
+    '    if (w ~ (s "=")) { sub(/=.*/, "=' + REDACTED + '", w); $i = w }\n'
     "  }\n"
     "  print\n"
     "}\n"

@@ -19,9 +19,7 @@ NM_CONF_FILES = (
     "/run/NetworkManager/conf.d/*.conf",
     "/usr/lib/NetworkManager/conf.d/*.conf",
 )
-NM_CONF_SCRIPT = (
-    "grep -H -s '^[[:space:]]*unmanaged-devices' " + " ".join(NM_CONF_FILES) + "; true"
-)
+NM_CONF_SCRIPT = "grep -H -s '^[[:space:]]*unmanaged-devices' " + " ".join(NM_CONF_FILES) + "; true"
 #: udev's search path, highest precedence first: a file name in /etc hides the same name below
 LINK_DIRS = (
     "/etc/systemd/network",
@@ -76,8 +74,11 @@ def parse_unmanaged(text: str) -> list[NmUnmanagedSetting]:
             continue
         path, sep, content = line.partition(":")
         key, eq, value = content.partition("=")
-        if not sep or not path.startswith("/") or not eq or not key.strip().startswith(
-            "unmanaged-devices"
+        if (
+            not sep
+            or not path.startswith("/")
+            or not eq
+            or not key.strip().startswith("unmanaged-devices")
         ):
             raise FactParseError(f"NetworkManager config: unexpected line {line[:120]!r}")
         specs = [s.strip() for s in value.split(";") if s.strip()]

@@ -132,9 +132,7 @@ class Iptables(FactModel):
     default_backend: str | None = None
 
     def get(self, backend: str, family: str = "ipv4") -> IptRuleset | None:
-        return next(
-            (r for r in self.rulesets if r.backend == backend and r.family == family), None
-        )
+        return next((r for r in self.rulesets if r.backend == backend and r.family == family), None)
 
     def ipv4(self) -> list[IptRuleset]:
         return [r for r in self.rulesets if r.family == "ipv4"]

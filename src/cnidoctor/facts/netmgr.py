@@ -10,7 +10,14 @@ from cnidoctor.facts.base import FactModel
 
 #: the devices a CNI creates and must own alone (names as globs)
 CNI_DEVICE_GLOBS = (
-    "cni0", "flannel*", "veth*", "cali*", "vxlan.calico", "tunl0", "cilium_*", "lxc*",
+    "cni0",
+    "flannel*",
+    "veth*",
+    "cali*",
+    "vxlan.calico",
+    "tunl0",
+    "cilium_*",
+    "lxc*",
 )
 
 

@@ -202,7 +202,9 @@ def _build_node_net(scenario: Scenario, node: NodeSpec, state: LabState) -> None
         in_netns(
             ns,
             [
-                "sysctl", "-q", "-w",
+                "sysctl",
+                "-q",
+                "-w",
                 f"net.ipv4.conf.all.rp_filter={node.rp_filter}",
                 f"net.ipv4.conf.default.rp_filter={node.rp_filter}",
                 f"net.ipv4.ip_forward={int(node.ip_forward)}",
@@ -214,7 +216,9 @@ def _build_node_net(scenario: Scenario, node: NodeSpec, state: LabState) -> None
             in_netns(
                 ns,
                 [
-                    "sysctl", "-q", "-w",
+                    "sysctl",
+                    "-q",
+                    "-w",
                     "net.bridge.bridge-nf-call-iptables=1",
                     "net.bridge.bridge-nf-call-ip6tables=1",
                 ],
@@ -225,15 +229,40 @@ def _build_node_net(scenario: Scenario, node: NodeSpec, state: LabState) -> None
         segment = scenario.segment(uplink.segment)
         port = scenario.switch_port(node, uplink)
         system.run(
-            ["ip", "-n", sw, "link", "add", port, "type", "veth",
-             "peer", "name", uplink.ifname, "netns", ns]
+            [
+                "ip",
+                "-n",
+                sw,
+                "link",
+                "add",
+                port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                uplink.ifname,
+                "netns",
+                ns,
+            ]
         )
         system.run(["ip", "-n", sw, "link", "set", port, "master", segment.bridge, "up"])
         system.run(["ip", "-n", ns, "link", "set", uplink.ifname, "mtu", str(uplink.mtu), "up"])
         system.run(["ip", "-n", ns, "addr", "add", uplink.address, "dev", uplink.ifname])
         if uplink.default_metric is not None:
-            route = ["ip", "-n", ns, "route", "add", "default", "via", segment.gateway_ip,
-                     "dev", uplink.ifname, "proto", uplink.proto]
+            route = [
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                segment.gateway_ip,
+                "dev",
+                uplink.ifname,
+                "proto",
+                uplink.proto,
+            ]
             if uplink.proto == "dhcp":
                 route += ["src", uplink.ip]
             system.run([*route, "metric", str(uplink.default_metric)])
@@ -245,9 +274,29 @@ def _build_flannel_links(scenario: Scenario, node: NodeSpec) -> None:
     """flannel.1 and cni0 as flanneld and the bridge plugin leave them, plus peer entries."""
     ns, mtu = node.netns, str(node.flannel_mtu)
     system.run(
-        ["ip", "-n", ns, "link", "add", "flannel.1", "address", node.vtep_mac, "mtu", mtu,
-         "type", "vxlan", "id", "1", "local", node.address, "dev", node.underlay,
-         "dstport", "8472", "nolearning"]
+        [
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "add",
+            "flannel.1",
+            "address",
+            node.vtep_mac,
+            "mtu",
+            mtu,
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "local",
+            node.address,
+            "dev",
+            node.underlay,
+            "dstport",
+            "8472",
+            "nolearning",
+        ]
     )
     system.run(["ip", "-n", ns, "addr", "add", node.vtep_address, "dev", "flannel.1"])
     system.run(["ip", "-n", ns, "link", "set", "flannel.1", "up"])
@@ -261,16 +310,51 @@ def _build_flannel_links(scenario: Scenario, node: NodeSpec) -> None:
             continue
         vtep = str(ipaddress.ip_interface(peer.vtep_address).ip)
         system.run(
-            ["ip", "-n", ns, "route", "add", peer.pod_subnet, "via", vtep,
-             "dev", "flannel.1", "onlink"]
+            [
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                peer.pod_subnet,
+                "via",
+                vtep,
+                "dev",
+                "flannel.1",
+                "onlink",
+            ]
         )
         system.run(
-            ["ip", "-n", ns, "neigh", "replace", vtep, "lladdr", peer.vtep_mac,
-             "dev", "flannel.1", "nud", "permanent"]
+            [
+                "ip",
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                vtep,
+                "lladdr",
+                peer.vtep_mac,
+                "dev",
+                "flannel.1",
+                "nud",
+                "permanent",
+            ]
         )
         system.run(
-            ["bridge", "-n", ns, "fdb", "append", peer.vtep_mac, "dev", "flannel.1",
-             "dst", peer.address, "self", "permanent"]
+            [
+                "bridge",
+                "-n",
+                ns,
+                "fdb",
+                "append",
+                peer.vtep_mac,
+                "dev",
+                "flannel.1",
+                "dst",
+                peer.address,
+                "self",
+                "permanent",
+            ]
         )
 
 
@@ -333,8 +417,13 @@ def _private_dir(node_run: system.NodeRunner, directory: str, index: int) -> Non
     upper, work = f"{SCRATCH}/overlay{index}/upper", f"{SCRATCH}/overlay{index}/work"
     node_run("mkdir", "-p", upper, work)
     node_run(
-        "mount", "-t", "overlay", "-o",
-        f"lowerdir={ancestor},upperdir={upper},workdir={work}", "cnd-overlay", ancestor,
+        "mount",
+        "-t",
+        "overlay",
+        "-o",
+        f"lowerdir={ancestor},upperdir={upper},workdir={work}",
+        "cnd-overlay",
+        ancestor,
     )
     node_run("mkdir", "-p", directory)
     node_run("mount", "-t", "tmpfs", "-o", "mode=0755,size=16m", "cnd-private", directory)
@@ -363,7 +452,12 @@ def _private_ufw(node_run: system.NodeRunner) -> None:
     node_run("tar", "-x", "-f", "-", "-C", "/etc/ufw", data=files.tar_stream(seed))
     if os.path.isfile("/etc/default/ufw"):
         node_run(
-            "tar", "-x", "-f", "-", "-C", SCRATCH,
+            "tar",
+            "-x",
+            "-f",
+            "-",
+            "-C",
+            SCRATCH,
             data=files.tar_stream({"default-ufw": (files.UFW_DEFAULTS, 0o644)}),
         )
         node_run("mount", "--bind", f"{SCRATCH}/default-ufw", "/etc/default/ufw")
@@ -376,8 +470,13 @@ def _mask_br_netfilter(node_run: system.NodeRunner) -> None:
     """
     if os.path.isdir("/proc/sys/net/bridge"):
         node_run(
-            "mount", "-t", "tmpfs", "-o", "ro,mode=0555,size=4k",
-            "cnd-no-br-netfilter", "/proc/sys/net/bridge",
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "ro,mode=0555,size=4k",
+            "cnd-no-br-netfilter",
+            "/proc/sys/net/bridge",
         )
     modules = Path("/proc/modules")
     if modules.is_file():
@@ -385,7 +484,12 @@ def _mask_br_netfilter(node_run: system.NodeRunner) -> None:
         if any(line.startswith("br_netfilter ") for line in text.splitlines()):
             masked = files.without_module(text, "br_netfilter")
             node_run(
-                "tar", "-x", "-f", "-", "-C", SCRATCH,
+                "tar",
+                "-x",
+                "-f",
+                "-",
+                "-C",
+                SCRATCH,
                 data=files.tar_stream({"modules": (masked, 0o444)}),
             )
             node_run("mount", "--bind", f"{SCRATCH}/modules", "/proc/modules")

@@ -36,9 +36,24 @@ K3S_BUNDLED = frozenset(
 #: github.com/containernetworking/plugins
 REFERENCE_PLUGINS = frozenset(
     {
-        "bandwidth", "bridge", "dhcp", "dummy", "firewall", "host-device", "host-local",
-        "ipvlan", "loopback", "macvlan", "portmap", "ptp", "sbr", "static", "tap", "tuning",
-        "vlan", "vrf",
+        "bandwidth",
+        "bridge",
+        "dhcp",
+        "dummy",
+        "firewall",
+        "host-device",
+        "host-local",
+        "ipvlan",
+        "loopback",
+        "macvlan",
+        "portmap",
+        "ptp",
+        "sbr",
+        "static",
+        "tap",
+        "tuning",
+        "vlan",
+        "vrf",
     }
 )
 _SHOWN = 12
@@ -106,9 +121,7 @@ class CniBinariesMissing(Rule):
                     evidence.append(f"{full} exists but is not executable")
                     fixes.append(f"chmod 755 {shlex.quote(full)}")
                 elif other.path not in dirs and name in other.plugins:
-                    evidence.append(
-                        f"{full} exists, but the runtime does not search {other.path}"
-                    )
+                    evidence.append(f"{full} exists, but the runtime does not search {other.path}")
         names = {name for name, _ in missing}
         fixes += _install_fixes(node, names, config, bins, dirs)
         yield Hit(evidence=evidence, fix=fixes)
@@ -357,7 +370,8 @@ class CniStaleBridgeAddress(Rule):
         if network is None or bridge is None:
             return
         stale = [
-            a for a in bridge.global_addresses("inet")
+            a
+            for a in bridge.global_addresses("inet")
             if ipaddress.ip_address(a.local) not in network
         ]
         if not stale:
@@ -387,7 +401,7 @@ class CniStaleInterfaces(Rule):
     title = "network devices of another CNI remain on the node"
     explanation = (
         "CNIs do not remove their devices when they are uninstalled. A leftover VXLAN device "
-        "holds the UDP port the CNI in use needs (\"failed to set interface flannel.1 to UP "
+        'holds the UDP port the CNI in use needs ("failed to set interface flannel.1 to UP '
         'state: address already in use"), and leftover routes and addresses on the old '
         "devices capture traffic meant for the new overlay."
     )

@@ -107,8 +107,9 @@ class HostFirewallActive(Rule):
                 evidence.append("firewall-cmd --state: running")
             if fw_table:
                 evidence.append(f"nftables: table {fw_table} present")
-            fix += [f"firewall-cmd --permanent --add-port={p.ufw_spec.replace(':', '-')}"
-                    for p in ports]
+            fix += [
+                f"firewall-cmd --permanent --add-port={p.ufw_spec.replace(':', '-')}" for p in ports
+            ]
             if node.cluster.pod_cidr:
                 fix.append(
                     "firewall-cmd --permanent --zone=trusted --add-source="
@@ -238,9 +239,11 @@ def _port_fix(blocked: list[tuple[Port, Verdict]], ufw_active: bool) -> list[str
             )
             persist = True
     if firewalld:
-        fix += ["firewall-cmd --reload",
-                "or, if the node needs no host firewall (disruptive): "
-                "systemctl disable --now firewalld"]
+        fix += [
+            "firewall-cmd --reload",
+            "or, if the node needs no host firewall (disruptive): "
+            "systemctl disable --now firewalld",
+        ]
     if persist:
         fix.append(PERSIST)
     return fix
@@ -281,8 +284,7 @@ class ForwardDrop(Rule):
         b = str(net.network_address + min(net.num_addresses - 2, 2 * 256 + 10))
         drops: list[tuple[str, Verdict]] = []
         for src, dst, iin, iout in ((a, b, local, overlay), (b, a, overlay, local)):
-            packet = Packet("tcp", 8080, src, in_iface=iin, dst=dst, out_iface=iout,
-                            hook="forward")
+            packet = Packet("tcp", 8080, src, in_iface=iin, dst=dst, out_iface=iout, hook="forward")
             verdict = evaluate(packet, rulesets, nft)
             if not verdict.accepted:
                 drops.append((f"{src} ({iin or 'pod'}) -> {dst} ({iout or 'pod'})", verdict))

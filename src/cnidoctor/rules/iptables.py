@@ -15,9 +15,11 @@ MAX_COMMANDS = 25
 
 
 def _summary(rs: IptRuleset) -> str:
-    tables = ", ".join(f"{t.name} ({t.rule_count} rules)" for t in rs.tables.values()
-                       if t.rule_count or any(c.policy not in (None, "ACCEPT")
-                                              for c in t.chains.values()))
+    tables = ", ".join(
+        f"{t.name} ({t.rule_count} rules)"
+        for t in rs.tables.values()
+        if t.rule_count or any(c.policy not in (None, "ACCEPT") for c in t.chains.values())
+    )
     return f"{rs.label}-save: {rs.rule_count} rules: {tables}"
 
 
@@ -44,9 +46,7 @@ class BackendMismatch(Rule):
         "rewriting traffic where nobody looks for them."
     )
     needs = (IptablesCollector,)
-    fix = (
-        "keep one backend: back up and delete the rules of the side your iptables does not use",
-    )
+    fix = ("keep one backend: back up and delete the rules of the side your iptables does not use",)
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
         ipt: Iptables = node.fact(IptablesCollector)
@@ -164,8 +164,9 @@ def _remove_chains(ipt: Iptables, stale: set[str]) -> list[str]:
             for chain in table.chains.values():
                 if chain.name in doomed:
                     continue
-                refs += [_delete(tool, table.name, r.text) for r in chain.rules
-                         if r.target in doomed]
+                refs += [
+                    _delete(tool, table.name, r.text) for r in chain.rules if r.target in doomed
+                ]
             for c in sorted(doomed):
                 flush.append(shlex.join([tool, "-t", table.name, "-F", c]))
                 drop.append(shlex.join([tool, "-t", table.name, "-X", c]))

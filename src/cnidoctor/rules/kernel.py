@@ -85,12 +85,7 @@ class Ipv6Disabled(Rule):
         cni = node.fact_or_none(CniConfigCollector)
         active = cni.active if cni is not None else None
         if active is not None and active.uses_ipv6:
-            ranges = [
-                v
-                for p in active.plugins
-                for v in (*p.subnets, *p.routes)
-                if _is_v6(v)
-            ]
+            ranges = [v for p in active.plugins for v in (*p.subnets, *p.routes) if _is_v6(v)]
             uses.append(f"CNI config {active.path} uses IPv6: {', '.join(ranges)}")
         for label, network in node.cluster_networks:
             if network.version == 6:

@@ -70,9 +70,10 @@ class IpForwardOff(Rule):
         off = []
         if sysctls.get("net.ipv4.ip_forward") == "0":
             off.append("net.ipv4.ip_forward")
-        if any(net.version == 6 for _, net in node.cluster_networks) and sysctls.get(
-            "net.ipv6.conf.all.forwarding"
-        ) == "0":
+        if (
+            any(net.version == 6 for _, net in node.cluster_networks)
+            and sysctls.get("net.ipv6.conf.all.forwarding") == "0"
+        ):
             off.append("net.ipv6.conf.all.forwarding")
         if off:
             yield Hit(
@@ -105,9 +106,11 @@ def several_uplinks(links: Links, routes: Routes) -> tuple[bool, list[str], list
     while a default route exists (replies can leave by another NIC than requests came in)."""
     defaults = [r for r in routes.main_table("inet") if r.is_default]
     ups = uplinks(links)
-    return (len(defaults) > 1 or (len(ups) > 1 and bool(defaults))), ups, [
-        r.describe() for r in defaults
-    ]
+    return (
+        (len(defaults) > 1 or (len(ups) > 1 and bool(defaults))),
+        ups,
+        [r.describe() for r in defaults],
+    )
 
 
 class RpFilterStrict(Rule):

@@ -19,4 +19,6 @@ def transport_for(spec: str) -> Transport:
         return NetnsTransport(spec.removeprefix("netns:"))
     if spec.startswith("ssh://"):
         return SshTransport(spec)
-    raise UsageError(f"unknown node spec {spec!r}: use local, netns:NAME or ssh://[USER@]HOST[:PORT]")
+    raise UsageError(
+        f"unknown node spec {spec!r}: use local, netns:NAME or ssh://[USER@]HOST[:PORT]"
+    )

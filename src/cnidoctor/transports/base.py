@@ -89,7 +89,7 @@ def build_script(commands: Sequence[Command], boundary: str) -> str:
     """
     lines = [
         "export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH",
-        'E=$(mktemp 2>/dev/null || echo /tmp/cnidoctor.$$.err)',
+        "E=$(mktemp 2>/dev/null || echo /tmp/cnidoctor.$$.err)",
         "trap 'rm -f \"$E\"' EXIT",
     ]
     b = shlex.quote(boundary)
@@ -98,7 +98,7 @@ def build_script(commands: Sequence[Command], boundary: str) -> str:
         secs = max(1, round(command.timeout))
         lines += [
             f"printf '%s %d OUT\\n' {b} {i}",
-            f"timeout -k 1 {secs} {argv} 2>\"$E\" </dev/null; rc=$?",
+            f'timeout -k 1 {secs} {argv} 2>"$E" </dev/null; rc=$?',
             f"printf '\\n%s %d RC %d\\n' {b} {i} \"$rc\"",
             'cat "$E"',
             f"printf '\\n%s %d END\\n' {b} {i}",

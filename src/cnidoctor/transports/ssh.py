@@ -63,10 +63,14 @@ class SshTransport(Transport):
     def shell_argv(self) -> list[str]:
         argv = [
             "ssh",
-            "-o", "BatchMode=yes",
-            "-o", f"ConnectTimeout={self.connect_timeout}",
-            "-o", "ServerAliveInterval=5",
-            "-o", "ServerAliveCountMax=2",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=2",
         ]
         for option in self.options:
             argv += ["-o", option]

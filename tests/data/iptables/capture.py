@@ -306,8 +306,19 @@ def capture(name: str, setup: list[str], scratch: Path, seed: Path, default: Pat
     subprocess.run(["ip", "netns", "add", NETNS], check=True)
     try:
         subprocess.run(
-            ["ip", "netns", "exec", NETNS, "unshare", "--mount", "--propagation", "private",
-             "sh", "-c", script],
+            [
+                "ip",
+                "netns",
+                "exec",
+                NETNS,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
             check=True,
         )
     finally:
@@ -316,8 +327,9 @@ def capture(name: str, setup: list[str], scratch: Path, seed: Path, default: Pat
         rc = (out / f"{capture_name}.rc").read_text().strip()
         text = (out / f"{capture_name}.out").read_text()
         if rc != "0":
-            raise SystemExit(f"{name}: {capture_name} failed ({rc}): "
-                             f"{(out / f'{capture_name}.err').read_text()}")
+            raise SystemExit(
+                f"{name}: {capture_name} failed ({rc}): {(out / f'{capture_name}.err').read_text()}"
+            )
         if capture_name == "nft-json":
             (DATA / "nft" / f"{name}.json").write_text(text)
         elif capture_name in ("ufw-conf", "default-ufw"):
