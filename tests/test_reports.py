@@ -331,3 +331,20 @@ def test_rules_markdown() -> None:
     assert "Causes: `route.loop`" in lines[section:]
     fence = lines.index("```sh", section)
     assert lines[fence + 1] == "do `this` first"
+
+
+def test_text_counts_and_folds_the_consequences_of_a_root() -> None:
+    report = incident_000()
+    drop = next(f for f in report.findings if f.id == "firewall.input-drop-blocks-cluster-ports")
+    quiet = text_of(report).splitlines()
+    ufw = line_index(quiet, "firewall.host-firewall-active:")
+    count = line_index(quiet, "symptom follows from this")
+    consequence = line_index(quiet, "firewall.input-drop-blocks-cluster-ports:")
+    assert ufw < count < consequence
+    assert quiet[count].strip() == "1 symptom follows from this (-v explains each):"
+    # folded: the consequence keeps its evidence and fix, its explanation moves to -v
+    first_words = drop.explanation.split()[0:4]
+    assert not any(" ".join(first_words) in line for line in quiet[consequence:])
+    assert any(line.strip() == "sudo ufw allow 10250/tcp" for line in quiet[consequence:])
+    verbose = text_of(report, verbose=True)
+    assert " ".join(first_words) in verbose

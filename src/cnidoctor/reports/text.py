@@ -169,9 +169,29 @@ def render_text(report: Report, console: Console, verbose: bool = False) -> None
     for group in group_findings(report):
         console.print()
         console.print(Text(group.heading, style="bold underline"), soft_wrap=True)
-        for finding, depth in cause_tree(group.findings):
-            _print_finding(console, finding, group, depth)
+        tree = list(cause_tree(group.findings))
+        for index, (finding, depth) in enumerate(tree):
+            # consequences are folded: no explanation paragraph (-v and JSON have it), but
+            # their evidence and fix stay, since they are often what to act on first
+            _print_finding(console, finding, group, depth, explain=verbose or depth == 0)
+            if depth == 0:
+                _print_consequence_count(console, tree, index, verbose)
     _print_details(report, console, verbose)
+
+
+def _print_consequence_count(
+    console: Console, tree: list[tuple[Finding, int]], index: int, verbose: bool
+) -> None:
+    """`3 symptoms follow from this`: what fixing this root should also clear."""
+    count = 0
+    for _, depth in tree[index + 1 :]:
+        if depth == 0:
+            break
+        count += 1
+    if count:
+        what = "symptom follows" if count == 1 else "symptoms follow"
+        hint = "" if verbose else " (-v explains each)"
+        console.print(Text(f"{' ' * INDENT}{count} {what} from this{hint}:", style="bold"))
 
 
 def _cluster_line(report: Report) -> str:
@@ -217,7 +237,9 @@ def _badge(console: Console, severity: Severity) -> Text:
     return Text(f" {label} ", style=SEVERITY_STYLE[severity])
 
 
-def _print_finding(console: Console, finding: Finding, group: Group, depth: int) -> None:
+def _print_finding(
+    console: Console, finding: Finding, group: Group, depth: int, explain: bool = True
+) -> None:
     pad = " " * (INDENT * depth)
     console.print()
     head = Text(pad + ("-> " if depth else ""))
@@ -231,7 +253,7 @@ def _print_finding(console: Console, finding: Finding, group: Group, depth: int)
     body = " " * (INDENT * (depth + 1))
     if finding.caused_by:
         console.print(Text(body + caused_by_text(finding, group), style="italic"), soft_wrap=True)
-    if finding.explanation:
+    if finding.explanation and explain:
         width = max(40, console.width - len(body))
         for line in textwrap.wrap(finding.explanation, width=width):
             console.print(Text(body + line, style="dim"), soft_wrap=True)

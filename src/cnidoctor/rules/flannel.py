@@ -115,12 +115,14 @@ class FlannelSubnetEnvMissing(Rule):
         content = subnet_env_content(node)
         if content is not None:
             evidence.append(f"API: node {node.name} spec.podCIDR {node_pod_cidr(node)}")
+            # one line to paste: printf turns the \n escapes into the file's line breaks
             fix = [
-                "mkdir -p /run/flannel && printf %s "
-                + shlex.quote(content)
+                "mkdir -p /run/flannel && printf "
+                + shlex.quote(content.replace("\n", "\\n"))
                 + f" > {SUBNET_ENV}.tmp && mv {SUBNET_ENV}.tmp {SUBNET_ENV}",
                 _restart_flannel(node),
-                "keep a copy that survives reboots: cnidoctor guard flannel-subnet-env",
+                "make it survive reboots: back the file up once flannel wrote it (e.g. to "
+                "/var/lib/rancher/k3s/flannel-subnet.env) and restore it before k3s starts",
             ]
         else:
             fix = [
