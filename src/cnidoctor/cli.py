@@ -6,7 +6,7 @@ import argparse
 import json
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from pathlib import Path
 
@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from cnidoctor import __version__
-from cnidoctor.diagnose import Target, analyse, collect, diagnose, targets_from_inventory
+from cnidoctor.diagnose import Target, analyse, collect_all, diagnose, targets_from_inventory
 from cnidoctor.errors import CnidoctorError, UsageError
+from cnidoctor.facts.cluster import ClusterFacts
 from cnidoctor.inventory import first_error, load_inventory
 from cnidoctor.models import CNI_CHOICES, ClusterConfig, Report, Severity
 from cnidoctor.rules import all_rules
@@ -101,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("inventory", "print the inventory path of a scenario that is up"),
     ):
         lab_sub.add_parser(action, help=text).add_argument("name")
+    api = lab_sub.add_parser("api", help="serve Kubernetes objects at the real REST paths")
+    api.add_argument("--objects", metavar="PATH", required=True, help="YAML/JSON file or dir")
+    api.add_argument("--listen", metavar="HOST:PORT", required=True)
+    api.add_argument("--netns", metavar="NAME", help="listen inside this network namespace")
+    api.add_argument("--token", help="require this bearer token (others get 401)")
+    api.add_argument("--tls", action="store_true", help="HTTPS with a self-signed certificate")
     run = lab_sub.add_parser("run", help="up, diagnose, down")
     run.add_argument("name")
     run.add_argument("--kubeconfig", metavar="FILE")
@@ -163,26 +170,42 @@ def _preflight(args: argparse.Namespace, out: Console) -> int:
     return _finish(report, args, out)
 
 
-def _diagnose_inventory(path: Path, args: argparse.Namespace, out: Console) -> int:
+def _diagnose_inventory(
+    path: Path, args: argparse.Namespace, out: Console, discover: bool = True
+) -> int:
     inventory = load_inventory(path)
-    if getattr(args, "kubeconfig", None):
-        inventory.cluster.kubeconfig = args.kubeconfig
-    report = diagnose(targets_from_inventory(inventory), inventory.cluster)
+    api = _api_source(args.kubeconfig, inventory.cluster.kubeconfig, discover)
+    report = diagnose(targets_from_inventory(inventory), inventory.cluster, api=api)
     return _finish(report, args, out)
+
+
+def _api_source(
+    explicit: str | None, from_inventory: str | None, discover: bool
+) -> Callable[[], ClusterFacts] | None:
+    """How the API will be read: the given kubeconfig, else (when `discover`) the usual
+    places ($KUBECONFIG, ~/.kube/config, k3s.yaml, in-cluster); None = not at all."""
+    if not (explicit or from_inventory or discover):
+        return None
+    from cnidoctor.kube.client import collect_from
+
+    return lambda: collect_from(explicit, from_inventory)
 
 
 def _diagnose_snapshot(path: Path, args: argparse.Namespace, out: Console) -> int:
     snapshot = load_snapshot(path)
     rules = all_rules()
-    report = analyse(snapshot.collections, snapshot.target_list(), snapshot.cluster, rules)
+    report = analyse(
+        snapshot.collections, snapshot.target_list(), snapshot.cluster, rules, snapshot.kube
+    )
     return _finish(report, args, out)
 
 
 def _snapshot(args: argparse.Namespace) -> int:
     inventory = load_inventory(Path(args.inventory))
     targets = targets_from_inventory(inventory)
-    collections = collect(targets, all_rules())
-    save_snapshot(Path(args.output), inventory.cluster, targets, collections)
+    api = _api_source(None, inventory.cluster.kubeconfig, discover=True)
+    collections, kube = collect_all(targets, all_rules(), api=api)
+    save_snapshot(Path(args.output), inventory.cluster, targets, collections, kube)
     if not any(c.collected for c in collections):
         errors = "; ".join(c.error or c.name for c in collections)
         print(f"cnidoctor: error: no node could be collected ({errors})", file=sys.stderr)
@@ -208,9 +231,14 @@ def _lab(args: argparse.Namespace, out: Console) -> int:
     if args.lab_command == "inventory":
         print(lab.inventory_path(args.name))
         return Exit.OK
+    if args.lab_command == "api":
+        from cnidoctor.lab.apiserver import run_api
+
+        return run_api(args)
     inventory = lab.up(args.name)
     try:
-        return _diagnose_inventory(inventory, args, out)
+        # a lab is self-contained: its API (if any) is the inventory's, never ~/.kube/config
+        return _diagnose_inventory(inventory, args, out, discover=False)
     finally:
         lab.down(args.name)
 

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from cnidoctor.collect import NodeCollection, collect_node, judge_facts
 from cnidoctor.collectors.registry import collectors_for
 from cnidoctor.engine import link_causes, run_node_rules
+from cnidoctor.facts.cluster import ClusterFacts
 from cnidoctor.inventory import Inventory
 from cnidoctor.models import ClusterConfig, ClusterSummary, NodeStatus, Report
 from cnidoctor.rules import all_rules
-from cnidoctor.rules.base import NodeContext, Rule
+from cnidoctor.rules.base import ClusterContext, NodeContext, Rule
 from cnidoctor.transports import transport_for
 
 #: nodes collected at once; each collection is one shell (or ssh session)
@@ -68,8 +69,9 @@ def analyse(
     targets: Sequence[Target],
     cluster: ClusterConfig,
     rules: Sequence[type[Rule]],
+    kube: ClusterFacts | None = None,
 ) -> Report:
-    """Pure analysis of collected raw output: usable live and on snapshots."""
+    """Pure analysis of collected raw output (and what the API said): live and on snapshots."""
     collectors = collectors_for(rules)
     by_name = {t.name: t for t in targets}
     contexts: list[NodeContext] = []
@@ -87,17 +89,20 @@ def analyse(
         facts = judge_facts(collection, collectors)
         status.facts_unavailable = [f.describe() for f in facts.values() if not f.ok]
         target = by_name.get(collection.name)
+        kube_node = kube.node(collection.name) if kube is not None else None
+        address = target.address if target else None
         contexts.append(
             NodeContext(
                 name=collection.name,
                 facts=facts,
                 cluster=cluster,
-                address=target.address if target else None,
+                address=address or (kube_node.internal_ip if kube_node else None),
+                kube=kube_node,
                 role=target.role if target else "worker",
                 etcd=target.etcd if target else None,
             )
         )
-    run = run_node_rules(contexts, rules)
+    run = run_node_rules(contexts, rules, ClusterContext(contexts, cluster, kube))
     for status in statuses:
         status.rules_skipped = run.skipped.get(status.name, [])
     return Report(
@@ -117,6 +122,24 @@ def diagnose(
     cluster: ClusterConfig,
     rules: Sequence[type[Rule]] | None = None,
     on_done: Callable[[NodeCollection], None] | None = None,
+    api: Callable[[], ClusterFacts] | None = None,
 ) -> Report:
+    """Collect the nodes and, at the same time, the API (`api`, when given); then judge."""
     rules = list(rules) if rules is not None else all_rules()
-    return analyse(collect(targets, rules, on_done), targets, cluster, rules)
+    collections, kube = collect_all(targets, rules, on_done, api)
+    return analyse(collections, targets, cluster, rules, kube)
+
+
+def collect_all(
+    targets: Sequence[Target],
+    rules: Sequence[type[Rule]],
+    on_done: Callable[[NodeCollection], None] | None = None,
+    api: Callable[[], ClusterFacts] | None = None,
+) -> tuple[list[NodeCollection], ClusterFacts | None]:
+    """Nodes and the API in parallel: the API's timeout overlaps the nodes' collection."""
+    if api is None:
+        return collect(targets, rules, on_done), None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(api)
+        collections = collect(targets, rules, on_done)
+        return collections, pending.result()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from cnidoctor.collect import NodeCollection
 from cnidoctor.diagnose import Target
 from cnidoctor.errors import UsageError
+from cnidoctor.facts.cluster import ClusterFacts
 from cnidoctor.inventory import first_error
 from cnidoctor.models import ClusterConfig
 
@@ -24,18 +25,25 @@ class Snapshot(BaseModel):
     cluster: ClusterConfig
     targets: list[dict[str, str | bool | None]]
     collections: list[NodeCollection]
+    #: what the API said, as parsed facts (its JSON is already the API's own format)
+    kube: ClusterFacts | None = None
 
     def target_list(self) -> list[Target]:
         return [Target(**t) for t in self.targets]  # type: ignore[arg-type]
 
 
 def save_snapshot(
-    path: Path, cluster: ClusterConfig, targets: list[Target], collections: list[NodeCollection]
+    path: Path,
+    cluster: ClusterConfig,
+    targets: list[Target],
+    collections: list[NodeCollection],
+    kube: ClusterFacts | None = None,
 ) -> None:
     snapshot = Snapshot(
         cluster=cluster,
         targets=[t.__dict__ for t in targets],
         collections=collections,
+        kube=kube,
     )
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(snapshot.model_dump_json(indent=1))

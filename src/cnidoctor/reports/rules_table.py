@@ -19,7 +19,8 @@ from cnidoctor.rules.base import Rule
 
 def needs_names(rule: type[Rule]) -> list[str]:
     """The fact names a rule reads (its collectors' names), in declaration order."""
-    return [collector.name for collector in getattr(rule, "needs", ())]
+    names = [collector.name for collector in getattr(rule, "needs", ())]
+    return names if names or rule.scope != "cluster" else ["kubernetes API"]
 
 
 def render_rules(rules: Sequence[type[Rule]], console: Console) -> None:

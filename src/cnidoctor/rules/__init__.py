@@ -10,6 +10,7 @@ from importlib.metadata import entry_points
 
 from cnidoctor.rules import (
     addressing,
+    cluster,
     cni,
     firewall,
     flannel,
@@ -35,6 +36,7 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     *routing.RULES,
     *addressing.RULES,
     *mtu.RULES,
+    *cluster.RULES,
 )
 
 
