@@ -1,6 +1,6 @@
 """End to end: `cnidoctor lab run` builds a scenario, diagnoses it, and tears it down.
 
-Needs the CLI (cnidoctor.cli.main) and the rules; skipped until they exist.
+Root only (the lab builds network and mount namespaces); skipped with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ SEED_000_IDS = {
 
 
 def lab_run(name: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object]]:
-    cli = pytest.importorskip("cnidoctor.cli", reason="the CLI is not written yet")
+    from cnidoctor import cli
+
     capsys.readouterr()
     status = cli.main(["lab", "run", name, "--format", "json"])
     return status, json.loads(capsys.readouterr().out)
@@ -66,3 +67,35 @@ def test_lab_run_healthy_node_reports_nothing_at_warning_or_above(
     assert loud == []
     assert [n["collected"] for n in report["nodes"]] == [True]
     assert status == 0
+
+
+@requires_root
+def test_lab_run_seed_001_finds_the_first_domino_under_ready_nodes(
+    lab_session: LabSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Incident 001: subnet.env gone on the rebooted nodes; the API symptoms follow from it."""
+    lab_session.release("seed-001")
+    status, report = lab_run("seed-001", capsys)
+    findings = report["findings"]
+    assert isinstance(findings, list)
+    by_key = {(f["id"], tuple(f["nodes"])): f for f in findings}
+    for node in ("boromir", "theoden"):
+        root = by_key[("flannel.subnet-env-missing", (node,))]
+        assert root["root_cause"] is True and root["caused_by"] == []
+        assert f"API: node {node} spec.podCIDR" in " ".join(root["evidence"])
+        for symptom in ("node.ready-but-cni-broken", "pods.stale-unknown"):
+            finding = by_key[(symptom, (node,))]
+            assert finding["caused_by"] == [f"flannel.subnet-env-missing@{node}"]
+            assert finding["root_cause"] is False
+            # the first domino is listed before what follows from it
+            assert findings.index(root) < findings.index(finding)
+    subnet = by_key[("flannel.subnet-env-missing", ("boromir",))]
+    assert "FLANNEL_SUBNET=10.42.0.1/24" in " ".join(subnet["fix"])
+    theoden = by_key[("flannel.subnet-env-missing", ("theoden",))]
+    assert "FLANNEL_SUBNET=10.42.2.1/24" in " ".join(theoden["fix"])
+    loud_on_samwise = [
+        f["id"] for f in findings if "samwise" in f["nodes"] and f["severity"] != "info"
+    ]
+    assert loud_on_samwise == []
+    assert status == 1
+    assert not [n for n in SCENARIOS["seed-001"].netns_names if os.path.exists(f"/run/netns/{n}")]

@@ -20,6 +20,7 @@ import yaml
 
 from cnidoctor.errors import CnidoctorError, UsageError
 from cnidoctor.lab import files, system
+from cnidoctor.lab.apiproc import start_api, stop_api
 from cnidoctor.lab.model import NodeSpec, Scenario
 from cnidoctor.lab.state import MOUNT_DIR, LabState, lab_lock, scenarios_with_state
 from cnidoctor.lab.system import LabError, in_netns, in_node
@@ -46,7 +47,8 @@ def build(scenario: Scenario) -> Path:
                 _build_node_net(scenario, node, state)
             for node in scenario.nodes:
                 _build_node_mounts(scenario, node, state)
-            _write_inventory(scenario, state.inventory)
+            kubeconfig = start_api(scenario, state) if scenario.api_objects else None
+            _write_inventory(scenario, state.inventory, kubeconfig)
             state.complete = True
             state.save()
         except BaseException as exc:
@@ -85,6 +87,9 @@ def destroy(name: str, fallback: Scenario | None) -> None:
 def teardown(state: LabState) -> list[str]:
     """Undo everything in `state`, in reverse, continuing past failures; returns them."""
     problems: list[str] = []
+    stopped = stop_api(state.api_pid)
+    if stopped:
+        problems.append(stopped)
     for name in reversed(state.mount_ns):
         path = MOUNT_DIR / name
         if system.is_mounted(str(path)):
@@ -498,9 +503,11 @@ def _mask_br_netfilter(node_run: system.NodeRunner) -> None:
 # -- inventory -----------------------------------------------------------------------------
 
 
-def _write_inventory(scenario: Scenario, path: Path) -> None:
+def _write_inventory(scenario: Scenario, path: Path, kubeconfig: Path | None) -> None:
     """The contract's inventory format, one node per scenario node, reached via netns:."""
     cluster: dict[str, str] = {"name": f"lab-{scenario.name}", **scenario.cluster}
+    if kubeconfig is not None:
+        cluster["kubeconfig"] = str(kubeconfig)
     document = {
         "cluster": cluster,
         "nodes": [

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 #: every network namespace the lab makes starts with this, so it never takes a foreign name
 NETNS_PREFIX = "cnd-"
@@ -124,6 +126,8 @@ class Scenario:
     segments: tuple[Segment, ...]
     nodes: tuple[NodeSpec, ...]
     cluster: dict[str, str] = field(default_factory=dict)
+    #: Kubernetes objects the lab's API stand-in serves (None = the scenario has no API)
+    api_objects: Callable[[], list[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         _check_scenario(self)

@@ -34,6 +34,8 @@ class LabState:
     #: up turned MOUNT_DIR into a private bind mount (down undoes it when no lab is left)
     made_mount_root: bool = False
     pid: int = field(default_factory=os.getpid)
+    #: the API stand-in's process (`cnidoctor lab api`), for scenarios that serve one
+    api_pid: int | None = None
 
     @property
     def directory(self) -> Path:
@@ -71,6 +73,7 @@ class LabState:
                 mount_ns=[str(n) for n in raw.get("mount_ns", [])],
                 made_mount_root=bool(raw.get("made_mount_root", False)),
                 pid=int(raw.get("pid", 0)),
+                api_pid=int(raw["api_pid"]) if raw.get("api_pid") else None,
             )
         except (OSError, ValueError, TypeError, AttributeError):
             return None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cnidoctor.lab.model import Scenario
-from cnidoctor.lab.scenarios import healthy_node, seed_000
+from cnidoctor.lab.scenarios import healthy_node, seed_000, seed_001
 
 SCENARIOS: dict[str, Scenario] = {
-    module.SCENARIO.name: module.SCENARIO for module in (healthy_node, seed_000)
+    module.SCENARIO.name: module.SCENARIO for module in (healthy_node, seed_000, seed_001)
 }
