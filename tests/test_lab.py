@@ -35,9 +35,10 @@ HOST_BRIDGE_SYSCTL = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 def test_list_scenarios_names_descriptions_and_incidents() -> None:
     infos = {info.name: info for info in lab.list_scenarios()}
-    assert set(infos) == {"healthy-node", "seed-000"}
-    assert infos["seed-000"].incident is not None
-    assert infos["seed-000"].incident.startswith("000_")
+    assert set(infos) == {"healthy-node", "seed-000", "seed-001"}
+    for seed in ("000", "001"):
+        incident = infos[f"seed-{seed}"].incident
+        assert incident is not None and incident.startswith(f"{seed}_")
     assert infos["healthy-node"].incident is None
     for info in infos.values():
         assert info.description and "\n" not in info.description

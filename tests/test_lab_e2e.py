@@ -99,3 +99,18 @@ def test_lab_run_seed_001_finds_the_first_domino_under_ready_nodes(
     assert loud_on_samwise == []
     assert status == 1
     assert not [n for n in SCENARIOS["seed-001"].netns_names if os.path.exists(f"/run/netns/{n}")]
+    assert api_servers() == [], "lab run must stop the scenario's API stand-in"
+
+
+def api_servers() -> list[int]:
+    """Running `cnidoctor lab api` processes."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if b"cnidoctor" in argv and b"lab" in argv and b"api" in argv:
+            found.append(int(entry))
+    return found
