@@ -114,3 +114,66 @@ def test_every_rule_declares_what_the_registry_needs() -> None:
         assert rule.title and rule.explanation, rule.id
         # node rules name the facts they read; cluster rules read the API's objects
         assert rule.needs or rule.scope == "cluster", rule.id
+
+
+DEAD_KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters:
+- name: dead
+  cluster: {server: "http://127.0.0.1:PORT"}
+users:
+- name: u
+  user: {token: t}
+contexts:
+- name: c
+  context: {cluster: dead, user: u}
+current-context: c
+"""
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("kubeconfig", "expected"),
+    [
+        ("dead", "connection refused"),
+        ("garbage", "kubeconfig"),
+        ("missing", "no such file"),
+    ],
+)
+def test_a_broken_kubeconfig_is_one_line_and_the_nodes_are_still_judged(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kubeconfig: str, expected: str
+) -> None:
+    path = tmp_path / "kubeconfig.yaml"
+    if kubeconfig == "dead":
+        path.write_text(DEAD_KUBECONFIG.replace("PORT", str(closed_port())))
+    elif kubeconfig == "garbage":
+        path.write_text("clusters: [unclosed\n")
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "cluster: {pod_cidr: 10.42.0.0/16, "
+        f"kubeconfig: {path}}}\nnodes:\n  - {{name: here, via: local}}\n"
+    )
+    status, out, err = run(capsys, "diagnose", "--inventory", str(inventory), "--format", "json")
+    assert status in (0, 1) and "Traceback" not in err
+    report = json.loads(out)
+    (api,) = [f for f in report["findings"] if f["id"] == "kube.api-unavailable"]
+    assert api["severity"] == "warning"
+    (line,) = api["evidence"]
+    assert expected in line.lower() and "\n" not in line
+    assert report["nodes"][0]["collected"] is True
+
+
+def test_every_rule_id_is_a_catalog_id_or_a_declared_addition() -> None:
+    from cnidoctor.catalog import ADDED_IDS, KNOWN_IDS
+
+    unknown = [r.id for r in all_rules() if r.id not in KNOWN_IDS + ADDED_IDS]
+    assert unknown == [], "ids are a public contract: add new ones to catalog.ADDED_IDS"

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("-o", "--output", metavar="FILE", required=True)
     snap.add_argument("-q", "--quiet", action="store_true")
 
+    explain = sub.add_parser("explain", help="name the failure mode behind an error line or log")
+    explain.add_argument("message", nargs="?", help="the error message (quote it)")
+    explain.add_argument("--file", metavar="LOG", help="a log file to scan (- reads stdin)")
+    _common(explain)
+
     sub.add_parser("rules", help="list every rule: id, severity, title, what it needs")
 
     lab = sub.add_parser("lab", help="incident replay in network namespaces (root only)")
@@ -153,6 +158,12 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
         return Exit.OK
     if args.command == "lab":
         return _lab(args, out)
+    if args.command == "explain":
+        from cnidoctor.reports.explain import read_explain_input, run_explain
+
+        return run_explain(
+            read_explain_input(args.message, args.file), args.format, out, args.fail_on
+        )
     raise UsageError(f"unknown command {args.command}")
 
 

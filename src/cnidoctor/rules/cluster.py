@@ -283,6 +283,7 @@ class ApiUnavailable(ClusterRule):
         "with stuck pods, crashlooping CNI agents). It could not, so the diagnosis rests on "
         "the node facts alone. The API itself may be down, or only cnidoctor's access."
     )
+    fix = ("check the kubeconfig and that its server answers: kubectl get --raw /version",)
 
     def check_cluster(self, ctx: ClusterContext) -> Iterator[Hit]:
         if ctx.kube is None or ctx.kube.reachable:

@@ -97,6 +97,11 @@ class FlannelSubnetEnvMissing(Rule):
         "('loadFlannelSubnetEnv failed'), while the node still reports Ready."
     )
     needs = (FlannelSubnetEnvCollector, CniConfigCollector, LinksCollector)
+    fix = (
+        "rebuild /run/flannel/subnet.env from the node's spec.podCIDR and the cluster CIDR "
+        "(FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ)",
+        "restart flannel (k3s: systemctl restart k3s or k3s-agent)",
+    )
     causes = ("node.ready-but-cni-broken", "pods.stale-unknown", "flannel.vxlan-iface-missing")
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
@@ -148,6 +153,10 @@ class FlannelSubnetEnvMismatch(Rule):
         "elsewhere, and cross-node traffic to them is lost."
     )
     needs = (FlannelSubnetEnvCollector,)
+    fix = (
+        "rewrite /run/flannel/subnet.env from the node's spec.podCIDR and the cluster CIDR, "
+        "then restart flannel",
+    )
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
         env = node.fact(FlannelSubnetEnvCollector)
@@ -188,6 +197,7 @@ class FlannelVxlanIfaceMissing(Rule):
         "or left down) there is no cross-node pod traffic at all, though the node is Ready."
     )
     needs = (LinksCollector, CniConfigCollector)
+    fix = ("restart flannel (k3s: systemctl restart k3s or k3s-agent); fix what stops it first",)
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
         links = node.fact(LinksCollector)

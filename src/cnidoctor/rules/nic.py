@@ -31,6 +31,10 @@ class OffloadBug(Rule):
         "know of, not a diagnosis: turn the offload off when overlay traffic fails."
     )
     needs = (EthtoolCollector, KernelCollector)
+    fix = (
+        "ethtool -K flannel.1 tx-checksum-ip-generic off",
+        "persist it with a udev rule or a systemd unit run after the CNI starts",
+    )
     causes = ()
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
@@ -100,6 +104,12 @@ class NetmgrInterferes(Rule):
         "different MAC than the one flannel announced, so peers' fdb entries go stale."
     )
     needs = (NetworkManagerCollector, LinksCollector)
+    fix = (
+        "tell NetworkManager to leave CNI devices alone: unmanaged-devices="
+        "interface-name:cni0;interface-name:flannel*;interface-name:veth*;"
+        "interface-name:cali*;interface-name:cilium_*",
+        "give virtual devices MACAddressPolicy=none in a systemd .link file",
+    )
     causes = ("flannel.vxlan-fdb-stale",)
 
     def check(self, node: NodeContext) -> Iterator[Hit]:

@@ -36,6 +36,10 @@ class BridgeNfCallOff(Rule):
         "from pods on the same bridge."
     )
     needs = (SysctlCollector,)
+    fix = (
+        "sysctl -w net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1",
+        "persist both in /etc/sysctl.d/99-kubernetes.conf",
+    )
     causes = ()
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
@@ -124,6 +128,11 @@ class RpFilterStrict(Rule):
         "loose mode (2) keeps the anti-spoofing check without breaking asymmetric paths."
     )
     needs = (SysctlCollector, LinksCollector, RoutesCollector)
+    fix = (
+        "sysctl -w net.ipv4.conf.all.rp_filter=2 (loose), and the same for the pod and "
+        "overlay interfaces",
+        "persist it in /etc/sysctl.d/99-kubernetes.conf",
+    )
     causes = ()
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
