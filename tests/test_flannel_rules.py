@@ -97,3 +97,18 @@ def test_subnet_env_network_must_be_the_cluster_cidr() -> None:
         findings(FlannelSubnetEnvMismatch, flannel_node(data("flannel/k3s.txt"), LINKS, right))
         == []
     )
+
+
+def test_subnet_env_must_match_the_podcidr_the_api_assigned() -> None:
+    from cnidoctor.facts.cluster import KubeNode
+
+    ctx = flannel_node(data("flannel/k3s.txt"), LINKS, ClusterConfig(pod_cidr="10.42.0.0/16"))
+    node_object = {"metadata": {"name": "boromir"}, "spec": {"podCIDR": "10.42.3.0/24"}}
+    ctx.kube = KubeNode.from_object(node_object)
+    (finding,) = findings(FlannelSubnetEnvMismatch, ctx)
+    assert finding.evidence == [
+        "FLANNEL_SUBNET=10.42.1.1/24 but the API gives node boromir spec.podCIDR 10.42.3.0/24"
+    ]
+    assert "FLANNEL_SUBNET=10.42.3.1/24" in finding.fix[0]
+    ctx.kube = KubeNode.from_object({**node_object, "spec": {"podCIDR": "10.42.1.0/24"}})
+    assert findings(FlannelSubnetEnvMismatch, ctx) == []
