@@ -177,3 +177,39 @@ def test_every_rule_id_is_a_catalog_id_or_a_declared_addition() -> None:
 
     unknown = [r.id for r in all_rules() if r.id not in KNOWN_IDS + ADDED_IDS]
     assert unknown == [], "ids are a public contract: add new ones to catalog.ADDED_IDS"
+
+
+def test_without_an_inventory_the_nodes_come_from_the_api(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The API lists two nodes; each is reached over ssh:// at its InternalIP (loopback here,
+    where no sshd answers), so both are reported as not collected, with ssh's reason."""
+    from cnidoctor.lab.apiserver import start_api
+
+    def node(name: str, role: str | None) -> dict[str, object]:
+        labels = {f"node-role.kubernetes.io/{role}": "true"} if role else {}
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"podCIDR": "10.42.0.0/24"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]},
+        }
+
+    with start_api([node("cp1", "control-plane"), node("w1", None)], "127.0.0.1:0") as api:
+        status, out, err = run(
+            capsys, "diagnose", "--kubeconfig", str(api.kubeconfig_path), "--format", "json"
+        )
+    report = json.loads(out)
+    assert [n["name"] for n in report["nodes"]] == ["cp1", "w1"]
+    assert all(not n["collected"] and "ssh://127.0.0.1" in n["error"] for n in report["nodes"])
+    assert status == 2 and "no node could be collected" in err
+
+
+def test_without_an_inventory_or_an_api_it_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, _, err = run(capsys, "diagnose", "--kubeconfig", str(tmp_path / "none.yaml"))
+    assert status == 2
+    assert err.startswith("cnidoctor: error: no --inventory, and no node list from the API:")
+    assert len(err.strip().splitlines()) == 1

@@ -14,11 +14,21 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from cnidoctor import __version__
-from cnidoctor.diagnose import Target, analyse, collect_all, diagnose, targets_from_inventory
+from cnidoctor.diagnose import (
+    Target,
+    analyse,
+    cluster_from_api,
+    collect,
+    collect_all,
+    diagnose,
+    targets_from_api,
+    targets_from_inventory,
+)
 from cnidoctor.errors import CnidoctorError, UsageError
 from cnidoctor.facts.cluster import ClusterFacts
 from cnidoctor.inventory import first_error, load_inventory
 from cnidoctor.models import CNI_CHOICES, ClusterConfig, Report, Severity
+from cnidoctor.progress import progress
 from cnidoctor.rules import all_rules
 from cnidoctor.snapshot import load_snapshot, save_snapshot
 from cnidoctor.transports import transport_for
@@ -73,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     diag = sub.add_parser(
         "diagnose", help="collect every inventory node, run every rule, order by cause"
     )
-    source = diag.add_mutually_exclusive_group(required=True)
+    # neither: the node list comes from the Kubernetes API (ssh:// to each InternalIP)
+    source = diag.add_mutually_exclusive_group()
     source.add_argument("--inventory", metavar="FILE")
     source.add_argument(
         "--from",
@@ -148,6 +159,8 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
     if args.command == "diagnose":
         if args.from_snapshot:
             return _diagnose_snapshot(Path(args.from_snapshot), args, out)
+        if args.inventory is None:
+            return _diagnose_api_nodes(args, out)
         return _diagnose_inventory(Path(args.inventory), args, out)
     if args.command == "snapshot":
         return _snapshot(args)
@@ -186,8 +199,27 @@ def _diagnose_inventory(
 ) -> int:
     inventory = load_inventory(path)
     api = _api_source(args.kubeconfig, inventory.cluster.kubeconfig, discover)
-    report = diagnose(targets_from_inventory(inventory), inventory.cluster, api=api)
+    targets = targets_from_inventory(inventory)
+    with progress(len(targets), args) as on_done:
+        report = diagnose(targets, inventory.cluster, api=api, on_done=on_done)
     return _finish(report, args, out)
+
+
+def _diagnose_api_nodes(args: argparse.Namespace, out: Console) -> int:
+    """No inventory: ask the API for the nodes, then reach each over ssh:// at its InternalIP."""
+    from cnidoctor.kube.client import collect_from
+
+    kube = collect_from(args.kubeconfig, None)
+    if not kube.reachable:
+        raise UsageError(f"no --inventory, and no node list from the API: {kube.error}")
+    targets = targets_from_api(kube)
+    if not targets:
+        raise UsageError("no --inventory, and the API lists no nodes")
+    cluster = cluster_from_api(kube)
+    rules = all_rules()
+    with progress(len(targets), args) as on_done:
+        collections = collect(targets, rules, on_done)
+    return _finish(analyse(collections, targets, cluster, rules, kube), args, out)
 
 
 def _api_source(

@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cnidoctor.collect import NodeCollection, collect_node, judge_facts
+from cnidoctor.collectors.base import Collector
+from cnidoctor.collectors.network import LinksCollector, NeighboursCollector, RoutesCollector
 from cnidoctor.collectors.registry import collectors_for
 from cnidoctor.engine import link_causes, run_node_rules
 from cnidoctor.facts.cluster import ClusterFacts
@@ -18,6 +20,12 @@ from cnidoctor.transports import transport_for
 
 #: nodes collected at once; each collection is one shell (or ssh session)
 MAX_PARALLEL = 8
+#: what is read from a router of the inventory (not a Kubernetes node: no node rules run)
+ROUTER_COLLECTORS: tuple[type[Collector], ...] = (
+    LinksCollector,
+    NeighboursCollector,
+    RoutesCollector,
+)
 
 
 @dataclass(frozen=True)
@@ -30,12 +38,64 @@ class Target:
     role: str = "worker"
     etcd: bool | None = None
 
+    @property
+    def is_router(self) -> bool:
+        return self.role == "router"
+
 
 def targets_from_inventory(inventory: Inventory) -> list[Target]:
-    return [
+    """The inventory's nodes, then its routers (role "router")."""
+    nodes = [
         Target(name=n.name, spec=n.via, address=n.address, role=n.role, etcd=n.etcd)
         for n in inventory.nodes
     ]
+    return nodes + [Target(name=r.name, spec=r.via, role="router") for r in inventory.routers]
+
+
+def targets_from_api(kube: ClusterFacts) -> list[Target]:
+    """Every Node the API lists, reached over ssh:// at its InternalIP (else its name)."""
+    targets = []
+    for node in kube.nodes:
+        ip = node.internal_ip
+        host = (f"[{ip}]" if ":" in ip else ip) if ip else node.name
+        labels = node.labels
+        control_plane = any(
+            f"node-role.kubernetes.io/{role}" in labels for role in ("control-plane", "master")
+        )
+        etcd = True if "node-role.kubernetes.io/etcd" in labels else None
+        targets.append(
+            Target(
+                name=node.name,
+                spec=f"ssh://{host}",
+                address=ip,
+                role="control-plane" if control_plane else "worker",
+                etcd=etcd,
+            )
+        )
+    return targets
+
+
+def cluster_from_api(kube: ClusterFacts) -> ClusterConfig:
+    """What the API tells of the cluster: flannel's network from kube-flannel-cfg, if any."""
+    net_conf = kube.flannel_net_conf() or {}
+    network = net_conf.get("Network")
+    backend = (net_conf.get("Backend") or {}).get("Type")
+    try:
+        return ClusterConfig(
+            pod_cidr=network if isinstance(network, str) else None,
+            cni="flannel" if net_conf else "auto",
+            flannel_backend=backend.lower() if isinstance(backend, str) else None,
+        )
+    except ValueError:  # a hand-edited ConfigMap with a bad Network: learn nothing from it
+        return ClusterConfig()
+
+
+def collectors_of(target: Target | None, rules: Sequence[type[Rule]]) -> list[type[Collector]]:
+    return (
+        list(ROUTER_COLLECTORS)
+        if target is not None and target.is_router
+        else collectors_for(rules)
+    )
 
 
 def collect(
@@ -44,16 +104,16 @@ def collect(
     on_done: Callable[[NodeCollection], None] | None = None,
 ) -> list[NodeCollection]:
     """Collect every target in parallel; unreachable nodes come back as collected=False."""
-    collectors = collectors_for(rules)
 
     def one(target: Target) -> NodeCollection:
         try:
             transport = transport_for(target.spec)
         except Exception as exc:  # a bad spec is this node's result, not a crash
-            return NodeCollection(
+            result = NodeCollection(
                 name=target.name, spec=target.spec, collected=False, error=str(exc)
             )
-        result = collect_node(target.name, transport, collectors)
+        else:
+            result = collect_node(target.name, transport, collectors_of(target, rules))
         if on_done:
             on_done(result)
         return result
@@ -72,9 +132,9 @@ def analyse(
     kube: ClusterFacts | None = None,
 ) -> Report:
     """Pure analysis of collected raw output (and what the API said): live and on snapshots."""
-    collectors = collectors_for(rules)
     by_name = {t.name: t for t in targets}
     contexts: list[NodeContext] = []
+    routers: list[NodeContext] = []
     statuses: list[NodeStatus] = []
     for collection in collections:
         status = NodeStatus(
@@ -86,9 +146,12 @@ def analyse(
         statuses.append(status)
         if not collection.collected:
             continue
-        facts = judge_facts(collection, collectors)
-        status.facts_unavailable = [f.describe() for f in facts.values() if not f.ok]
         target = by_name.get(collection.name)
+        facts = judge_facts(collection, collectors_of(target, rules))
+        status.facts_unavailable = [f.describe() for f in facts.values() if not f.ok]
+        if target is not None and target.is_router:
+            routers.append(NodeContext(collection.name, facts, cluster, role="router"))
+            continue
         kube_node = kube.node(collection.name) if kube is not None else None
         address = target.address if target else None
         contexts.append(
@@ -102,7 +165,7 @@ def analyse(
                 etcd=target.etcd if target else None,
             )
         )
-    run = run_node_rules(contexts, rules, ClusterContext(contexts, cluster, kube))
+    run = run_node_rules(contexts, rules, ClusterContext(contexts, cluster, kube, routers))
     for status in statuses:
         status.rules_skipped = run.skipped.get(status.name, [])
     return Report(

@@ -80,6 +80,8 @@ class ClusterContext:
     cluster: ClusterConfig
     #: facts.cluster.ClusterFacts, or None when no API was configured
     kube: Any = None
+    #: the inventory's routers (links, routes, neighbours only): their neighbour tables matter
+    routers: list[NodeContext] = field(default_factory=list)
 
     def node(self, name: str) -> NodeContext | None:
         return next((n for n in self.nodes if n.name == name), None)
