@@ -7,10 +7,12 @@ import ipaddress
 import json
 import shlex
 from collections.abc import Iterator
-from typing import Any
 
-from cnidoctor.collectors.base import Collector
+from cnidoctor.analysis.cni_detect import cni_in_use
+from cnidoctor.collectors.cni import CniConfigCollector
+from cnidoctor.collectors.k3s import K3sConfigCollector
 from cnidoctor.collectors.network import LinksCollector, RoutesCollector
+from cnidoctor.facts.k3s import K3sConfig
 from cnidoctor.facts.network import (
     Address,
     Link,
@@ -23,23 +25,12 @@ from cnidoctor.facts.network import (
 from cnidoctor.models import Severity
 from cnidoctor.rules.base import Hit, NodeContext, Rule
 
-try:  # written in parallel with these rules; the lookups below work without it
-    from cnidoctor.collectors.k3s import K3sConfigCollector
-
-    _K3S: tuple[type[Collector], ...] = (K3sConfigCollector,)
-except ImportError:  # pragma: no cover - depends on the tree's state
-    _K3S = ()
-
-#: the fact K3sConfigCollector registers, looked up by name so this module works without it
-K3S_FACT = _K3S[0].name if _K3S else "k3s"
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def k3s_config(node: NodeContext) -> Any:
-    """The node's collected k3s settings (a K3sConfig), or None when unknown or absent."""
-    fact = node.facts.get(K3S_FACT)
-    return fact.value if fact is not None and fact.ok else None
+def k3s_config(node: NodeContext) -> K3sConfig | None:
+    """The node's collected k3s settings, or None when unknown or absent."""
+    return node.fact_or_none(K3sConfigCollector)
 
 
 def _relation(host: Network, cluster: Network) -> str:
@@ -273,7 +264,7 @@ class MultiNicAmbiguous(Rule):
         "can be the wrong network, differ between nodes, or change at the next reboot or DHCP "
         "renewal: the overlay and SNAT then go out through a NIC that does not reach the peers."
     )
-    needs = (LinksCollector, RoutesCollector, *_K3S)
+    needs = (LinksCollector, RoutesCollector, K3sConfigCollector, CniConfigCollector)
     fix = ("pin the CNI to the interface that reaches the other nodes",)
     causes = ("iface.wrong-interface-selected", "egress.no-snat")
 
@@ -329,35 +320,29 @@ def _is_uplink_candidate(link: Link) -> bool:
 
 
 def _cni_in_use(node: NodeContext, links: Links) -> str:
-    """The configured CNI, else the one whose devices exist (or k3s's flannel), else "auto"."""
-    if node.cluster.cni != "auto":
-        return node.cluster.cni
-    names = [link.ifname for link in links.links]
-    if any(n.startswith("cilium_") for n in names):
-        return "cilium"
-    if any(n in ("vxlan.calico", "tunl0") or n.startswith("cali") for n in names):
-        return "calico"
+    """The configured or detected CNI, else k3s's embedded flannel, else "auto"."""
+    detected = cni_in_use(node.cluster.cni, node.fact_or_none(CniConfigCollector), links)
+    if detected is not None:
+        return detected
     k3s = k3s_config(node)
-    if any(n.startswith("flannel") for n in names) or getattr(k3s, "flannel_enabled", False):
-        return "flannel"
-    return "auto"
+    return "flannel" if k3s is not None and k3s.flannel_enabled else "auto"
 
 
-def _pinned_by(k3s: Any, links: Links, cni: str) -> str | None:
+def _pinned_by(k3s: K3sConfig | None, links: Links, cni: str) -> str | None:
     """Why the CNI's interface is fixed (k3s flannel-iface, or node-ip flannel really uses)."""
     if cni not in ("flannel", "auto") or k3s is None:
         return None
-    iface = getattr(k3s, "flannel_iface", None)
+    iface = k3s.flannel_iface
     if iface:
         return f"flannel-iface={iface}"
-    node_ip = getattr(k3s, "node_ip", None)
+    node_ip = k3s.node_ip
     bound = _flannel_binding(links)
     if node_ip and bound is not None and bound[1] in str(node_ip).split(","):
         return f"node-ip={node_ip}, and flannel.1 is bound to it"
     return None
 
 
-def _unpinned_evidence(cni: str, k3s: Any) -> str:
+def _unpinned_evidence(cni: str, k3s: K3sConfig | None) -> str:
     if cni == "cilium":
         return (
             "cilium's `devices` setting is not visible on the node: unless it is set, cilium "
@@ -369,7 +354,7 @@ def _unpinned_evidence(cni: str, k3s: Any) -> str:
             "(first-found) picks any interface"
         )
     if k3s is not None:
-        node_ip = getattr(k3s, "node_ip", None)
+        node_ip = k3s.node_ip
         extra = f" (node-ip={node_ip} does not pin flannel here)" if node_ip else ""
         return "no flannel-iface/--iface setting found in the k3s configuration" + extra
     return (
@@ -408,7 +393,7 @@ def _preferred(node: NodeContext, candidates: list[Link], defaults: list[Route])
     return candidates[0]
 
 
-def _pin_fix(cni: str, choice: Link, node: NodeContext, k3s: Any) -> list[str]:
+def _pin_fix(cni: str, choice: Link, node: NodeContext, k3s: K3sConfig | None) -> list[str]:
     iface = shlex.quote(choice.ifname)
     addresses = choice.global_addresses("inet")
     why = f"{choice.ifname} (" + ", ".join(a.cidr for a in addresses) + ")"
