@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from cnidoctor.collectors.base import Collector
 from cnidoctor.facts.base import Fact
+from cnidoctor.facts.cluster import ClusterFacts, KubeNode
 from cnidoctor.models import ClusterConfig, Severity
 
 
@@ -36,8 +37,8 @@ class NodeContext:
     role: str = "worker"
     #: runs an etcd member (the inventory's `etcd`; control-plane nodes by default)
     etcd: bool | None = None
-    #: the API's Node object for this node (facts.cluster.KubeNode), when the API was read
-    kube: Any = None
+    #: the API's Node object for this node, when the API was read
+    kube: KubeNode | None = None
 
     def fact(self, collector: type[Collector]) -> Any:
         """The parsed value of a collected fact; raises FactUnavailable otherwise."""
@@ -78,8 +79,8 @@ class ClusterContext:
 
     nodes: list[NodeContext]
     cluster: ClusterConfig
-    #: facts.cluster.ClusterFacts, or None when no API was configured
-    kube: Any = None
+    #: what the API said, or None when no API was configured
+    kube: ClusterFacts | None = None
     #: the inventory's routers (links, routes, neighbours only): their neighbour tables matter
     routers: list[NodeContext] = field(default_factory=list)
 

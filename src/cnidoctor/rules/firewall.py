@@ -126,8 +126,7 @@ class HostFirewallActive(Rule):
 
 def _ports_for(node: NodeContext) -> list[Port]:
     """The node's required ports; `etcd` is read when the context carries it (inventory)."""
-    etcd = getattr(node, "etcd", None)
-    return required_ports(node.role, node.cluster.cni, etcd, node.cluster.flannel_backend)
+    return required_ports(node.role, node.cluster.cni, node.etcd, node.cluster.flannel_backend)
 
 
 def _peer(node: NodeContext, links: Links | None) -> tuple[str | None, str | None, str]:

@@ -48,7 +48,7 @@ def cluster_network(node: NodeContext) -> str | None:
 
 def node_pod_cidr(node: NodeContext) -> str | None:
     """The node's IPv4 podCIDR as the API assigned it (None without the API)."""
-    for cidr in getattr(node.kube, "pod_cidrs", None) or []:
+    for cidr in node.kube.pod_cidrs if node.kube is not None else []:
         if ipaddress.ip_network(cidr, strict=False).version == 4:
             return cidr
     return None
