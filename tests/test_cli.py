@@ -213,3 +213,22 @@ def test_without_an_inventory_or_an_api_it_says_so(
     assert status == 2
     assert err.startswith("cnidoctor: error: no --inventory, and no node list from the API:")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback() -> None:
+    """`cnidoctor rules | head -1`: the pipe closes early; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    pipeline = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f"{sys.executable} -m cnidoctor rules --help >/dev/null; "
+            f"{sys.executable} -m cnidoctor rules | head -c 1 >/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in pipeline.stderr and "BrokenPipe" not in pipeline.stderr
