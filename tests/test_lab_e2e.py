@@ -114,3 +114,25 @@ def api_servers() -> list[int]:
         if b"cnidoctor" in argv and b"lab" in argv and b"api" in argv:
             found.append(int(entry))
     return found
+
+
+@requires_root
+def test_a_snapshot_of_seed_001_is_judged_the_same_elsewhere(
+    lab_session: LabSession, capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    """Raw node output and the API's facts travel in the snapshot; `--from` needs neither."""
+    from pathlib import Path
+
+    from cnidoctor import cli
+
+    inventory = lab_session.up("seed-001")
+    snapshot = Path(str(tmp_path)) / "seed-001.json"
+    assert cli.main(["snapshot", "--inventory", str(inventory), "-o", str(snapshot), "-q"]) == 0
+    capsys.readouterr()
+    cli.main(["diagnose", "--inventory", str(inventory), "--format", "json"])
+    live = json.loads(capsys.readouterr().out)
+    lab_session.release("seed-001")  # the lab is gone: only the file is left
+    cli.main(["diagnose", "--from", str(snapshot), "--format", "json"])
+    replayed = json.loads(capsys.readouterr().out)
+    assert replayed["findings"] == live["findings"]
+    assert "node.ready-but-cni-broken" in {f["id"] for f in replayed["findings"]}
