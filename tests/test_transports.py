@@ -11,12 +11,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +22,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnidoctor.errors import TransportError, UsageError
+from cnidoctor.lab.sshd import (
+    SERVER_ADDR,
+    SERVER_DEV,
+    SSH_PORT,
+    NetnsSshTransport,
+    SshPair,
+    ssh_pair,
+)
+from cnidoctor.lab.system import LabError
 from cnidoctor.transports import Command, transport_for
 from cnidoctor.transports.base import build_script, parse_framed_output
 from cnidoctor.transports.local import LocalTransport
@@ -41,10 +47,7 @@ def needs_root(test: F) -> F:
     return pytest.mark.root(_skip_unless_root(test))
 
 
-SERVER_ADDR = "192.0.2.1"  # TEST-NET-1, only ever inside the scratch namespaces
-CLIENT_ADDR = "192.0.2.2"
 SILENT_ADDR = "192.0.2.3"  # on the link, but no host answers for it
-SSH_PORT = 2222
 
 
 def frame(index: int, stdout: str, rc: int, stderr: str = "") -> str:
@@ -300,145 +303,30 @@ def test_netns_batch_timeout_returns_partial_results(netns: str) -> None:
 # --- ssh ---------------------------------------------------------------------------------
 
 
-@dataclass
-class SshLab:
-    client_ns: str
-    server_ns: str
-    key: Path
-    log: Path
-
-    def accepted(self) -> int:
-        return self.log.read_text().count("Accepted publickey for root")
-
-
-class NetnsSshTransport(SshTransport):
-    """SshTransport as is, with its ssh client started inside the client namespace."""
-
-    def __init__(self, spec: str, netns: str, key: Path, connect_timeout: int = 5) -> None:
-        options = (
-            f"IdentityFile={key}",
-            "IdentitiesOnly=yes",
-            "UserKnownHostsFile=/dev/null",
-            "GlobalKnownHostsFile=/dev/null",
-            "StrictHostKeyChecking=no",
-            "LogLevel=ERROR",
-        )
-        super().__init__(spec, connect_timeout=connect_timeout, options=options)
-        self.netns = netns
-
-    def shell_argv(self) -> list[str]:
-        ssh, *rest = super().shell_argv()
-        # -F /dev/null: the test must not depend on the user's ~/.ssh/config
-        return ["nsenter", f"--net=/run/netns/{self.netns}", ssh, "-F", "/dev/null", *rest]
-
-
-SSHD_WRAPPER = (
-    "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0755 /run/sshd "
-    '&& exec /usr/sbin/sshd -D -e -f "$1"'
-)
-
-
 @pytest.fixture(scope="module")
-def ssh_lab() -> Iterator[SshLab]:
+def ssh_lab() -> Iterator[SshPair]:
     """sshd in a server namespace, reachable over a veth pair from a client namespace."""
     if not IS_ROOT:
         pytest.skip("needs root to build network namespaces")
-    for program in ("sshd", "ssh", "ssh-keygen", "nsenter", "unshare"):
-        if shutil.which(program) is None and not Path(f"/usr/sbin/{program}").exists():
-            pytest.skip(f"{program} is not installed")
-    server, client = scratch_name("s"), scratch_name("c")
-    workdir = Path(tempfile.mkdtemp(prefix="cndt-tr-ssh-"))
-    sshd: subprocess.Popen[bytes] | None = None
     try:
-        sh("ip", "netns", "add", server)
-        sh("ip", "netns", "add", client)
-        sh(
-            "ip",
-            "-n",
-            server,
-            "link",
-            "add",
-            "cndt-s",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "cndt-c",
-            "netns",
-            client,
-        )
-        for ns, dev, addr in ((server, "cndt-s", SERVER_ADDR), (client, "cndt-c", CLIENT_ADDR)):
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-        for key in ("host_key", "user_key"):
-            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / key))
-        shutil.copy(workdir / "user_key.pub", workdir / "authorized_keys")
-        config = workdir / "sshd_config"
-        config.write_text(
-            f"ListenAddress {SERVER_ADDR}:{SSH_PORT}\n"
-            f"HostKey {workdir / 'host_key'}\n"
-            f"AuthorizedKeysFile {workdir / 'authorized_keys'}\n"
-            "PermitRootLogin prohibit-password\n"
-            "PasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\n"
-            "UsePAM no\n"
-            # the keys live under /tmp (world-writable), which strict modes refuse
-            "StrictModes no\n"
-            f"PidFile {workdir / 'sshd.pid'}\n"
-        )
-        log = workdir / "sshd.log"
-        with log.open("wb") as log_file:
-            sshd = subprocess.Popen(
-                [
-                    "nsenter",
-                    f"--net=/run/netns/{server}",
-                    "unshare",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    SSHD_WRAPPER,
-                    "sh",
-                    str(config),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-            )
-        deadline = time.monotonic() + 10
-        while "Server listening" not in log.read_text():
-            if sshd.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sshd did not start: {log.read_text()}")
-            time.sleep(0.05)
-        yield SshLab(client_ns=client, server_ns=server, key=workdir / "user_key", log=log)
-    finally:
-        if sshd is not None:
-            sshd.terminate()
-            try:
-                sshd.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                sshd.kill()
-                sshd.wait()
-        for ns in (client, server):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
+        with ssh_pair("cndt-tr") as pair:
+            yield pair
+    except LabError as exc:
+        pytest.skip(f"no ssh lab here: {exc}")
 
 
 def ssh_transport(
-    lab: SshLab, port: int = SSH_PORT, host: str = SERVER_ADDR, connect_timeout: int = 5
+    lab: SshPair, port: int = SSH_PORT, host: str = SERVER_ADDR, connect_timeout: int = 5
 ) -> NetnsSshTransport:
-    spec = f"ssh://root@{host}:{port}"
-    return NetnsSshTransport(spec, lab.client_ns, lab.key, connect_timeout=connect_timeout)
+    return lab.transport(port=port, host=host, connect_timeout=connect_timeout)
 
 
 @needs_root
-def test_ssh_one_batch_is_one_connection(ssh_lab: SshLab) -> None:
+def test_ssh_one_batch_is_one_connection(ssh_lab: SshPair) -> None:
     before = ssh_lab.accepted()
     outcome = ssh_transport(ssh_lab).run_batch(
         [
-            Command(("ip", "-br", "-4", "addr", "show", "dev", "cndt-s")),
+            Command(("ip", "-br", "-4", "addr", "show", "dev", SERVER_DEV)),
             Command(("id", "-u")),
             Command(("sh", "-c", "echo problem >&2; exit 5")),
             Command(("cnidoctor-no-such-program",)),
@@ -462,7 +350,7 @@ def test_ssh_one_batch_is_one_connection(ssh_lab: SshLab) -> None:
 
 
 @needs_root
-def test_ssh_nothing_listening_is_one_clear_line(ssh_lab: SshLab) -> None:
+def test_ssh_nothing_listening_is_one_clear_line(ssh_lab: SshPair) -> None:
     started = time.monotonic()
     with pytest.raises(TransportError) as info:
         ssh_transport(ssh_lab, port=SSH_PORT + 1).run_batch([Command(("true",))])
@@ -474,7 +362,7 @@ def test_ssh_nothing_listening_is_one_clear_line(ssh_lab: SshLab) -> None:
 
 
 @needs_root
-def test_ssh_silent_host_fails_within_the_connect_timeout(ssh_lab: SshLab) -> None:
+def test_ssh_silent_host_fails_within_the_connect_timeout(ssh_lab: SshPair) -> None:
     started = time.monotonic()
     with pytest.raises(TransportError) as info:
         ssh_transport(ssh_lab, host=SILENT_ADDR, connect_timeout=1).run_batch([Command(("true",))])
@@ -485,7 +373,7 @@ def test_ssh_silent_host_fails_within_the_connect_timeout(ssh_lab: SshLab) -> No
 
 
 @needs_root
-def test_ssh_refused_key_is_one_clear_line(ssh_lab: SshLab, tmp_path: Path) -> None:
+def test_ssh_refused_key_is_one_clear_line(ssh_lab: SshPair, tmp_path: Path) -> None:
     stranger = tmp_path / "stranger"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger))
     spec = f"ssh://root@{SERVER_ADDR}:{SSH_PORT}"
