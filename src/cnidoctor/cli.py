@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -34,6 +35,10 @@ from cnidoctor.rules import all_rules
 from cnidoctor.snapshot import load_snapshot, save_snapshot
 from cnidoctor.transports import transport_for
 
+if TYPE_CHECKING:
+    from cnidoctor.probes.pod import PodProbeOptions
+    from cnidoctor.rules.base import Rule
+
 
 class Exit(IntEnum):
     OK = 0
@@ -42,8 +47,8 @@ class Exit(IntEnum):
     INTERRUPTED = 130
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+def _common(parser: argparse.ArgumentParser, formats: tuple[str, ...] = ()) -> None:
+    parser.add_argument("--format", choices=("text", "json", "markdown", *formats), default="text")
     parser.add_argument(
         "--fail-on",
         choices=("critical", "warning", "never"),
@@ -94,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="analyse a snapshot instead of collecting",
     )
     diag.add_argument("--kubeconfig", metavar="FILE")
+    _probe_flags(diag)
     _common(diag)
 
     snap = sub.add_parser(
@@ -103,12 +109,67 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("-o", "--output", metavar="FILE", required=True)
     snap.add_argument("-q", "--quiet", action="store_true")
 
+    matrix = sub.add_parser(
+        "matrix", help="node-to-node probes: ICMP, 6443/10250/2379/2380, VXLAN, loops"
+    )
+    matrix.add_argument("--inventory", metavar="FILE")
+    matrix.add_argument("--kubeconfig", metavar="FILE", help="without --inventory: the nodes")
+    matrix.add_argument(
+        "--timeout", type=float, default=1.0, metavar="S", help="per probe (default 1s)"
+    )
+    _common(matrix)
+
     explain = sub.add_parser("explain", help="name the failure mode behind an error line or log")
     explain.add_argument("message", nargs="?", help="the error message (quote it)")
     explain.add_argument("--file", metavar="LOG", help="a log file to scan (- reads stdin)")
     _common(explain)
 
     sub.add_parser("rules", help="list every rule: id, severity, title, what it needs")
+
+    probe = sub.add_parser(
+        "probe", help="probe from a pod on every node: egress SNAT, DNS, the API, other pods"
+    )
+    probe.add_argument("--inventory", metavar="FILE")
+    probe.add_argument("--kubeconfig", metavar="FILE")
+    _probe_flags(probe, always=True)
+    _common(probe)
+
+    fix = sub.add_parser("fix", help="a remediation plan, ordered by cause; --apply runs it")
+    fix_source = fix.add_mutually_exclusive_group(required=True)
+    fix_source.add_argument("--inventory", metavar="FILE")
+    fix_source.add_argument("--from", dest="from_snapshot", metavar="SNAPSHOT")
+    fix.add_argument("--kubeconfig", metavar="FILE")
+    fix.add_argument("--apply", action="store_true", help="run the safe steps on the nodes")
+    fix.add_argument(
+        "--allow-disruptive",
+        action="store_true",
+        help="with --apply: also run disruptive steps (UFW off, k3s restart), after a "
+        "confirmation per node",
+    )
+    fix.add_argument("--yes", action="store_true", help="confirm disruptive steps for every node")
+    _common(fix, formats=("script",))
+
+    guard = sub.add_parser("guard", help="install safeguards that keep a fix across reboots")
+    guard_sub = guard.add_subparsers(dest="guard_name", required=True, metavar="GUARD")
+    subnet = guard_sub.add_parser(
+        "flannel-subnet-env",
+        help="restore /run/flannel/subnet.env before k3s starts, persist it after (incident 001)",
+    )
+    where = subnet.add_mutually_exclusive_group(required=True)
+    where.add_argument("--node", metavar="SPEC", help="install on this node")
+    where.add_argument(
+        "--print", dest="print_format", choices=("systemd", "nixos"), help="print, install nothing"
+    )
+    subnet.add_argument("--pod-cidr", metavar="CIDR", help="the node's spec.podCIDR")
+    subnet.add_argument("--cluster-cidr", metavar="CIDR", help="FLANNEL_NETWORK")
+    subnet.add_argument("--mtu", type=int, help="FLANNEL_MTU for a rebuilt file")
+    subnet.add_argument(
+        "--backup",
+        metavar="PATH",
+        default="/var/lib/rancher/k3s/flannel-subnet.env",
+        help="where the copy is kept (default: %(default)s)",
+    )
+    subnet.add_argument("-q", "--quiet", action="store_true")
 
     lab = sub.add_parser("lab", help="incident replay in network namespaces (root only)")
     lab_sub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
@@ -128,8 +189,35 @@ def build_parser() -> argparse.ArgumentParser:
     run = lab_sub.add_parser("run", help="up, diagnose, down")
     run.add_argument("name")
     run.add_argument("--kubeconfig", metavar="FILE")
+    _probe_flags(run)
     _common(run)
     return parser
+
+
+def _probe_flags(parser: argparse.ArgumentParser, always: bool = False) -> None:
+    """The pod probe options (cnidoctor.probes.pod); `always`: the command is the probe."""
+    if always:
+        parser.set_defaults(probe=True)
+    else:
+        parser.add_argument(
+            "--probe",
+            action="store_true",
+            help="also probe from a pod on every node (egress SNAT, DNS, the API, other pods)",
+        )
+    parser.add_argument(
+        "--egress-url",
+        metavar="URL",
+        help="probes: a URL outside the cluster that answers with the caller's address "
+        "(there is no default: cnidoctor never picks an internet target itself)",
+    )
+    parser.add_argument(
+        "--dns-name",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="probes: an external name to resolve through the cluster DNS "
+        "(default: the --egress-url host)",
+    )
 
 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
@@ -166,12 +254,20 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
         return _preflight(args, out)
     if args.command == "diagnose":
         if args.from_snapshot:
+            if _probe_options(args, None) is not None:
+                raise UsageError("--probe needs live nodes: it cannot run on a snapshot (--from)")
             return _diagnose_snapshot(Path(args.from_snapshot), args, out)
         if args.inventory is None:
             return _diagnose_api_nodes(args, out)
         return _diagnose_inventory(Path(args.inventory), args, out)
     if args.command == "snapshot":
         return _snapshot(args)
+    if args.command == "matrix":
+        return _matrix(args, out)
+    if args.command == "probe":
+        if args.inventory is None:
+            return _diagnose_api_nodes(args, out)
+        return _diagnose_inventory(Path(args.inventory), args, out)
     if args.command == "rules":
         from cnidoctor.reports import render_rules
 
@@ -179,6 +275,12 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
         return Exit.OK
     if args.command == "lab":
         return _lab(args, out)
+    if args.command == "fix":
+        return _fix(args, out)
+    if args.command == "guard":
+        from cnidoctor.remediation.command import run_guard
+
+        return run_guard(args, out)
     if args.command == "explain":
         from cnidoctor.reports.explain import read_explain_input, run_explain
 
@@ -208,8 +310,16 @@ def _diagnose_inventory(
     inventory = load_inventory(path)
     api = _api_source(args.kubeconfig, inventory.cluster.kubeconfig, discover)
     targets = targets_from_inventory(inventory)
+    probes = _probe_options(args, path)
     with progress(len(targets), args) as on_done:
-        report = diagnose(targets, inventory.cluster, api=api, on_done=on_done)
+        report = diagnose(
+            targets,
+            inventory.cluster,
+            rules=_rules_for(args),
+            api=api,
+            on_done=on_done,
+            probes=probes,
+        )
     return _finish(report, args, out)
 
 
@@ -224,10 +334,56 @@ def _diagnose_api_nodes(args: argparse.Namespace, out: Console) -> int:
     if not targets:
         raise UsageError("no --inventory, and the API lists no nodes")
     cluster = cluster_from_api(kube)
-    rules = all_rules()
+    rules = _rules_for(args) or all_rules()
     with progress(len(targets), args) as on_done:
         collections = collect(targets, rules, on_done)
+    probes = _probe_options(args, None)
+    if probes is not None:
+        from cnidoctor.probes.pod import run_pod_probes
+
+        subnets = {n.name: n.pod_cidrs[0] for n in kube.nodes if n.pod_cidrs}
+        run_pod_probes(targets, cluster, collections, probes, subnets)
     return _finish(analyse(collections, targets, cluster, rules, kube), args, out)
+
+
+def _probe_options(args: argparse.Namespace, inventory: Path | None) -> PodProbeOptions | None:
+    """The pod probes asked for (--probe, or the probe command), or None; a lab inventory
+    brings the lab's far end (its echo service, resolvers and API listener)."""
+    egress = getattr(args, "egress_url", None)
+    names = getattr(args, "dns_name", None) or []
+    if not (getattr(args, "probe", False) or egress or names):
+        return None
+    from cnidoctor.lab.podnet import far_end_for_inventory
+    from cnidoctor.probes.pod import PodProbeOptions, check_dns_name, check_egress_url
+
+    return PodProbeOptions(
+        egress_url=check_egress_url(egress) if egress else None,
+        dns_names=tuple(check_dns_name(n) for n in names),
+        far_end=far_end_for_inventory(inventory) if inventory is not None else None,
+    )
+
+
+def _rules_for(args: argparse.Namespace) -> list[type[Rule]] | None:
+    """`probe` judges only what the probes bear on; everything else runs every rule."""
+    if args.command != "probe":
+        return None
+    from cnidoctor.rules import egress, probes
+
+    return [*egress.RULES, *probes.RULES]
+
+
+def _fix(args: argparse.Namespace, out: Console) -> int:
+    """The same inputs as `diagnose` (inventory + API, or a snapshot), then a plan."""
+    from cnidoctor.remediation.command import FixInput, run_fix
+
+    if args.from_snapshot:
+        snap = load_snapshot(Path(args.from_snapshot))
+        source = FixInput(snap.target_list(), snap.cluster, snap.collections, snap.kube)
+    else:
+        inventory = load_inventory(Path(args.inventory))
+        api = _api_source(args.kubeconfig, inventory.cluster.kubeconfig, discover=True)
+        source = FixInput(targets_from_inventory(inventory), inventory.cluster, api=api)
+    return run_fix(source, args, out)
 
 
 def _api_source(
@@ -248,6 +404,27 @@ def _diagnose_snapshot(path: Path, args: argparse.Namespace, out: Console) -> in
     report = analyse(
         snapshot.collections, snapshot.target_list(), snapshot.cluster, rules, snapshot.kube
     )
+    return _finish(report, args, out)
+
+
+def _matrix(args: argparse.Namespace, out: Console) -> int:
+    """Probe every pair of nodes (inventory, else the API's node list) and judge it."""
+    from cnidoctor.probes.matrix import matrix_report, nodes_from_inventory, nodes_from_targets
+    from cnidoctor.probes.matrix_render import render_matrix
+
+    if args.inventory is not None:
+        inventory = load_inventory(Path(args.inventory))
+        nodes, cluster = nodes_from_inventory(inventory), inventory.cluster
+    else:
+        from cnidoctor.kube.client import collect_from
+
+        kube = collect_from(args.kubeconfig, None)
+        if not kube.reachable:
+            raise UsageError(f"no --inventory, and no node list from the API: {kube.error}")
+        nodes, cluster = nodes_from_targets(targets_from_api(kube)), cluster_from_api(kube)
+    result, report = matrix_report(nodes, cluster, args.timeout)
+    if args.format == "text" and not args.quiet:
+        render_matrix(result, out, verbose=args.verbose)
     return _finish(report, args, out)
 
 

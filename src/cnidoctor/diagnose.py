@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import gc
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cnidoctor.collect import NodeCollection, collect_node, judge_facts
 from cnidoctor.collectors.base import Collector
@@ -17,6 +20,9 @@ from cnidoctor.models import ClusterConfig, ClusterSummary, NodeStatus, Report
 from cnidoctor.rules import all_rules
 from cnidoctor.rules.base import ClusterContext, NodeContext, Rule
 from cnidoctor.transports import transport_for
+
+if TYPE_CHECKING:
+    from cnidoctor.probes.pod import PodProbeOptions
 
 #: nodes collected at once; each collection is one shell (or ssh session)
 MAX_PARALLEL = 8
@@ -124,6 +130,14 @@ def collect(
         return list(pool.map(one, targets))
 
 
+@dataclass
+class Analysis:
+    """A report and the node contexts it was judged from (remediation plans from both)."""
+
+    report: Report
+    context: ClusterContext
+
+
 def analyse(
     collections: Sequence[NodeCollection],
     targets: Sequence[Target],
@@ -132,7 +146,53 @@ def analyse(
     kube: ClusterFacts | None = None,
 ) -> Report:
     """Pure analysis of collected raw output (and what the API said): live and on snapshots."""
+    return analyse_full(collections, targets, cluster, rules, kube).report
+
+
+def analyse_full(
+    collections: Sequence[NodeCollection],
+    targets: Sequence[Target],
+    cluster: ClusterConfig,
+    rules: Sequence[type[Rule]],
+    kube: ClusterFacts | None = None,
+) -> Analysis:
+    """`analyse`, keeping the facts each node was judged on (for `fix`: steps read them)."""
+    with _cyclic_gc_paused(freeze=len(collections) >= FREEZE_FROM_NODES):
+        return _analyse_full(collections, targets, cluster, rules, kube)
+
+
+#: from this many nodes on, what the analysis built is frozen out of the cyclic collector
+FREEZE_FROM_NODES = 100
+
+
+@contextmanager
+def _cyclic_gc_paused(freeze: bool) -> Iterator[None]:
+    """Parsing a 2,000-node snapshot allocates millions of small objects and no garbage
+    cycles to speak of: the cyclic collector would walk the growing heap over and over (a
+    third of the analysis time), and, re-enabled, walk all of it once more (seconds).
+    Reference counting still frees everything. For big analyses the heap is frozen
+    (`gc.freeze`: never scanned again, still freed when unreferenced) instead of handed
+    back to the collector; small ones, the usual case, leave the process as it was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            if freeze:
+                gc.freeze()
+            gc.enable()
+
+
+def _analyse_full(
+    collections: Sequence[NodeCollection],
+    targets: Sequence[Target],
+    cluster: ClusterConfig,
+    rules: Sequence[type[Rule]],
+    kube: ClusterFacts | None,
+) -> Analysis:
     by_name = {t.name: t for t in targets}
+    api_nodes = {n.name: n for n in reversed(kube.nodes)} if kube is not None else {}
     contexts: list[NodeContext] = []
     routers: list[NodeContext] = []
     statuses: list[NodeStatus] = []
@@ -152,7 +212,7 @@ def analyse(
         if target is not None and target.is_router:
             routers.append(NodeContext(collection.name, facts, cluster, role="router"))
             continue
-        kube_node = kube.node(collection.name) if kube is not None else None
+        kube_node = api_nodes.get(collection.name)
         address = target.address if target else None
         contexts.append(
             NodeContext(
@@ -161,14 +221,16 @@ def analyse(
                 cluster=cluster,
                 address=address or (kube_node.internal_ip if kube_node else None),
                 kube=kube_node,
+                api=kube if kube is not None and kube.reachable else None,
                 role=target.role if target else "worker",
                 etcd=target.etcd if target else None,
             )
         )
-    run = run_node_rules(contexts, rules, ClusterContext(contexts, cluster, kube, routers))
+    context = ClusterContext(contexts, cluster, kube, routers)
+    run = run_node_rules(contexts, rules, context)
     for status in statuses:
         status.rules_skipped = run.skipped.get(status.name, [])
-    return Report(
+    report = Report(
         cluster=ClusterSummary(
             name=cluster.name,
             pod_cidr=cluster.pod_cidr,
@@ -178,6 +240,7 @@ def analyse(
         nodes=statuses,
         findings=link_causes(run.findings, rules),
     )
+    return Analysis(report=report, context=context)
 
 
 def diagnose(
@@ -186,10 +249,19 @@ def diagnose(
     rules: Sequence[type[Rule]] | None = None,
     on_done: Callable[[NodeCollection], None] | None = None,
     api: Callable[[], ClusterFacts] | None = None,
+    probes: PodProbeOptions | None = None,
 ) -> Report:
-    """Collect the nodes and, at the same time, the API (`api`, when given); then judge."""
+    """Collect the nodes and, at the same time, the API (`api`, when given); then, with
+    `probes`, probe from a pod on every node (cnidoctor.probes.pod); then judge."""
     rules = list(rules) if rules is not None else all_rules()
     collections, kube = collect_all(targets, rules, on_done, api)
+    if probes is not None:
+        from cnidoctor.probes.pod import run_pod_probes
+
+        subnets = {
+            n.name: n.pod_cidrs[0] for n in (kube.nodes if kube is not None else []) if n.pod_cidrs
+        }
+        run_pod_probes(targets, cluster, collections, probes, subnets)
     return analyse(collections, targets, cluster, rules, kube)
 
 

@@ -36,8 +36,13 @@ def run_node_rules(
                 continue
             run.findings += [_finding(rule, hit, [node.name, *hit.extra_nodes]) for hit in hits]
     if cluster is not None:
-        for rule_cls in rules:
-            if rule_cls.scope != "cluster":
+        for registered in rules:
+            rule_cls = (
+                registered
+                if registered.scope == "cluster"
+                else getattr(registered, "cross_node", None)
+            )
+            if rule_cls is None:
                 continue
             rule = rule_cls()
             try:
@@ -58,7 +63,39 @@ def _finding(rule: Rule, hit: Hit, nodes: list[str]) -> Finding:
         explanation=rule.explanation,
         evidence=hit.evidence,
         fix=list(hit.fix if hit.fix is not None else rule.fix),
+        not_caused_by=list(hit.not_caused_by),
     )
+
+
+def _set_caused_by(findings: list[Finding], rules: Sequence[type[Rule]]) -> None:
+    """caused_by and root_cause of every finding, through indexes by id and node: each
+    finding looks only at the findings of its causes' ids on its own nodes (2,000 nodes
+    make thousands of findings; comparing all pairs took seconds)."""
+    causers: dict[str, set[str]] = {}
+    for rule in rules:
+        for effect in rule.causes:
+            causers.setdefault(effect, set()).add(rule.id)
+    on_node: dict[str, dict[str, list[Finding]]] = {}
+    cluster_wide: dict[str, list[Finding]] = {}
+    for other in findings:
+        if not other.nodes:
+            cluster_wide.setdefault(other.id, []).append(other)
+            continue
+        index = on_node.setdefault(other.id, {})
+        for node in dict.fromkeys(other.nodes):
+            index.setdefault(node, []).append(other)
+    for finding in findings:
+        keys: set[str] = set()
+        for cause in causers.get(finding.id, ()):
+            if cause in finding.not_caused_by:
+                continue
+            keys.update(o.key for o in cluster_wide.get(cause, ()) if o is not finding)
+            index = on_node.get(cause)
+            if index:
+                for node in finding.nodes:
+                    keys.update(o.key for o in index.get(node, ()) if o is not finding)
+        finding.caused_by = sorted(keys)
+        finding.root_cause = not finding.caused_by
 
 
 def link_causes(findings: list[Finding], rules: Sequence[type[Rule]]) -> list[Finding]:
@@ -70,36 +107,26 @@ def link_causes(findings: list[Finding], rules: Sequence[type[Rule]]) -> list[Fi
     a critical that explains nothing else, because it knocks down the kubelet port), each
     followed depth-first by what it causes; ties keep the rules' registry order.
     """
-    causes_of = {r.id: set(r.causes) for r in rules}
     order = {r.id: i for i, r in enumerate(rules)}
-    for finding in findings:
-        finding.caused_by = sorted(
-            {
-                other.key
-                for other in findings
-                if other is not finding
-                and finding.id in causes_of.get(other.id, ())
-                and (not other.nodes or set(other.nodes) & set(finding.nodes))
-            }
-        )
-        finding.root_cause = not finding.caused_by
+    _set_caused_by(findings, rules)
     by_key = {f.key: f for f in findings}
-    children = {f.key: [c for c in findings if f.key in c.caused_by] for f in findings}
+    children: dict[str, list[Finding]] = {f.key: [] for f in findings}
+    for finding in findings:
+        for key in finding.caused_by:
+            children[key].append(finding)
 
-    def downstream(finding: Finding) -> list[Finding]:
-        """The finding and everything that follows from it (cycle-safe)."""
-        seen: dict[str, Finding] = {}
+    weight: dict[str, tuple[int, int]] = {}
+    for finding in reversed(findings):  # a key's weight is its last finding's, as before
+        if finding.key in weight:
+            continue
+        seen: dict[str, Finding] = {}  # the finding and everything that follows (cycle-safe)
         stack = [finding]
         while stack:
             current = stack.pop()
             if current.key not in seen:
                 seen[current.key] = current
                 stack += children.get(current.key, [])
-        return list(seen.values())
-
-    weight = {
-        f.key: (min(d.severity.rank for d in downstream(f)), -len(downstream(f))) for f in findings
-    }
+        weight[finding.key] = (min(d.severity.rank for d in seen.values()), -len(seen))
 
     def sort_key(f: Finding) -> tuple[int, int, int, str]:
         worst, size = weight[f.key]
@@ -107,14 +134,19 @@ def link_causes(findings: list[Finding], rules: Sequence[type[Rule]]) -> list[Fi
 
     ordered: list[Finding] = []
     placed: set[int] = set()
+    #: per finding: how many of its causes are not placed yet (placed when it reaches 0)
+    waiting = {id(f): len(f.caused_by) for f in findings}
 
     def place(finding: Finding) -> None:
         if id(finding) in placed:
             return
         placed.add(id(finding))
         ordered.append(finding)
+        if by_key[finding.key] is finding:
+            for child in children[finding.key]:
+                waiting[id(child)] -= 1
         for child in sorted(children[finding.key], key=sort_key):
-            if all(id(by_key.get(k)) in placed for k in child.caused_by if k in by_key):
+            if waiting[id(child)] == 0:
                 place(child)
 
     for root in sorted((f for f in findings if f.root_cause), key=sort_key):

@@ -65,6 +65,8 @@ class Finding(BaseModel):
     fix: list[str] = Field(default_factory=list)
     caused_by: list[str] = Field(default_factory=list)
     root_cause: bool = True
+    #: ids that do not explain this occurrence (rules.base.Hit.not_caused_by): not in the JSON
+    not_caused_by: list[str] = Field(default_factory=list, exclude=True)
 
     @property
     def key(self) -> str:

@@ -91,6 +91,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("DaemonSet", "daemonsets", True, "apps", "v1", ("ds",)),
     ResourceType("Deployment", "deployments", True, "apps", "v1", ("deploy",)),
     ResourceType("ReplicaSet", "replicasets", True, "apps", "v1", ("rs",)),
+    ResourceType("Installation", "installations", False, "operator.tigera.io", "v1"),
 )
 _BY_KIND = {(r.group_version, r.kind): r for r in RESOURCES}
 _BY_PATH = {(r.group_version, r.plural): r for r in RESOURCES}

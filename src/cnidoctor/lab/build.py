@@ -21,14 +21,24 @@ import yaml
 from cnidoctor.errors import CnidoctorError, UsageError
 from cnidoctor.lab import files, system
 from cnidoctor.lab.apiproc import start_api, stop_api
-from cnidoctor.lab.model import NodeSpec, Scenario
+from cnidoctor.lab.listeners import start_listeners, stop_listeners
+from cnidoctor.lab.model import Neighbour, NodeSpec, Router, Scenario
 from cnidoctor.lab.state import MOUNT_DIR, LabState, lab_lock, scenarios_with_state
 from cnidoctor.lab.system import LabError, in_netns, in_node
 
 #: the node-private scratch dir (inside the node's private /run)
 SCRATCH = "/run/cnidoctor-lab"
-#: node directories that must be private (empty unless the scenario writes into them)
-PRIVATE_DIRS = ("/etc/cni/net.d", "/opt/cni/bin", "/var/lib/rancher")
+#: node directories that must be private (empty unless the scenario writes into them); the
+#: last four are where `cnidoctor fix` and `guard` write (modules, sysctls, units, shims)
+PRIVATE_DIRS = (
+    "/etc/cni/net.d",
+    "/opt/cni/bin",
+    "/var/lib/rancher",
+    "/etc/modules-load.d",
+    "/etc/sysctl.d",
+    "/etc/systemd/system",
+    "/usr/local/sbin",
+)
 BRIDGE_SYSCTL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 TOOLS = ("ip", "bridge", "nsenter", "unshare", "mount", "umount", "sysctl", "tar", "iptables")
 
@@ -45,8 +55,14 @@ def build(scenario: Scenario) -> Path:
             _build_switch(scenario, state)
             for node in scenario.nodes:
                 _build_node_net(scenario, node, state)
+            for router in scenario.routers:
+                _build_router(scenario, router, state)
             for node in scenario.nodes:
                 _build_node_mounts(scenario, node, state)
+            if scenario.serve_ports:
+                start_listeners(scenario, state)
+            if scenario.extras is not None:
+                scenario.extras.build(scenario, state)
             kubeconfig = start_api(scenario, state) if scenario.api_objects else None
             _write_inventory(scenario, state.inventory, kubeconfig)
             state.complete = True
@@ -87,9 +103,9 @@ def destroy(name: str, fallback: Scenario | None) -> None:
 def teardown(state: LabState) -> list[str]:
     """Undo everything in `state`, in reverse, continuing past failures; returns them."""
     problems: list[str] = []
-    stopped = stop_api(state.api_pid)
-    if stopped:
-        problems.append(stopped)
+    for stopped in (stop_api(state.api_pid), stop_listeners(state.listener_pid)):
+        if stopped:
+            problems.append(stopped)
     for name in reversed(state.mount_ns):
         path = MOUNT_DIR / name
         if system.is_mounted(str(path)):
@@ -251,7 +267,10 @@ def _build_node_net(scenario: Scenario, node: NodeSpec, state: LabState) -> None
             ]
         )
         system.run(["ip", "-n", sw, "link", "set", port, "master", segment.bridge, "up"])
-        system.run(["ip", "-n", ns, "link", "set", uplink.ifname, "mtu", str(uplink.mtu), "up"])
+        mac = ["address", uplink.mac] if uplink.mac else []
+        system.run(
+            ["ip", "-n", ns, "link", "set", uplink.ifname, *mac, "mtu", str(uplink.mtu), "up"]
+        )
         system.run(["ip", "-n", ns, "addr", "add", uplink.address, "dev", uplink.ifname])
         if uplink.default_metric is not None:
             route = [
@@ -271,8 +290,54 @@ def _build_node_net(scenario: Scenario, node: NodeSpec, state: LabState) -> None
             if uplink.proto == "dhcp":
                 route += ["src", uplink.ip]
             system.run([*route, "metric", str(uplink.default_metric)])
+    _seed_neighbours(ns, node.underlay, node.neighbours)
     if node.flannel_running:
         _build_flannel_links(scenario, node)
+
+
+def _seed_neighbours(ns: str, dev: str, entries: tuple[Neighbour, ...]) -> None:
+    for entry in entries:
+        system.run(
+            [
+                *("ip", "-n", ns, "neigh", "replace", entry.ip, "lladdr", entry.mac),
+                *("dev", dev, "nud", "permanent"),
+            ]
+        )
+
+
+def _build_router(scenario: Scenario, router: Router, state: LabState) -> None:
+    """A router namespace on a segment: one veth into the switch, forwarding as configured."""
+    ns, sw = router.netns, scenario.switch_netns
+    state.will_make_netns(ns)
+    system.run(["ip", "netns", "add", ns])
+    # before its link exists (new interfaces copy conf/default); redirects on, as routers do
+    system.run(
+        in_netns(
+            ns,
+            [
+                "sysctl",
+                "-q",
+                "-w",
+                f"net.ipv4.ip_forward={int(router.forwarding)}",
+                "net.ipv4.conf.all.send_redirects=1",
+                "net.ipv4.conf.default.send_redirects=1",
+            ],
+        )
+    )
+    system.run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    port = scenario.router_port(router)
+    system.run(
+        [
+            *("ip", "-n", sw, "link", "add", port, "type", "veth"),
+            *("peer", "name", router.ifname, "netns", ns),
+        ]
+    )
+    bridge = scenario.segment(router.segment).bridge
+    system.run(["ip", "-n", sw, "link", "set", port, "master", bridge, "up"])
+    mac = ["address", router.mac] if router.mac else []
+    system.run(["ip", "-n", ns, "link", "set", router.ifname, *mac, "up"])
+    system.run(["ip", "-n", ns, "addr", "add", router.address, "dev", router.ifname])
+    _seed_neighbours(ns, router.ifname, router.neighbours)
 
 
 def _build_flannel_links(scenario: Scenario, node: NodeSpec) -> None:
@@ -392,6 +457,8 @@ def _build_node_mounts(scenario: Scenario, node: NodeSpec, state: LabState) -> N
         written[f"opt/cni/bin/{plugin}"] = (files.PLUGIN_SCRIPT.format(name=plugin), 0o755)
     if node.flannel_running:
         written["run/flannel/subnet.env"] = (files.subnet_env(node, pod_cidr), 0o644)
+    if not node.br_netfilter:
+        written["usr/local/sbin/modprobe"] = (files.MODPROBE_SHIM, 0o755)
     node_run("tar", "-x", "-f", "-", "-C", "/", data=files.tar_stream(written))
 
     if os.path.isdir("/etc/ufw"):
@@ -403,6 +470,8 @@ def _build_node_mounts(scenario: Scenario, node: NodeSpec, state: LabState) -> N
         node_run("iptables-restore", "--noflush", data=rules)
     if node.ufw_enabled:
         node_run("ufw", "--force", "enable")
+    if node.drop_inbound:
+        node_run("iptables", "-w", "5", "-I", "INPUT", "1", "-j", "DROP")
 
 
 def _private_dir(node_run: system.NodeRunner, directory: str, index: int) -> None:
@@ -508,12 +577,16 @@ def _write_inventory(scenario: Scenario, path: Path, kubeconfig: Path | None) ->
     cluster: dict[str, str] = {"name": f"lab-{scenario.name}", **scenario.cluster}
     if kubeconfig is not None:
         cluster["kubeconfig"] = str(kubeconfig)
-    document = {
-        "cluster": cluster,
-        "nodes": [
-            {"name": n.name, "address": n.address, "role": n.role, "via": f"netns:{n.netns}"}
-            for n in scenario.nodes
-        ],
-    }
+    nodes: list[dict[str, object]] = []
+    for n in scenario.nodes:
+        entry: dict[str, object] = {"name": n.name, "address": n.address, "role": n.role}
+        if n.etcd is not None:
+            entry["etcd"] = n.etcd
+        nodes.append({**entry, "via": f"netns:{n.netns}"})
+    document: dict[str, object] = {"cluster": cluster, "nodes": nodes}
+    if scenario.routers:
+        document["routers"] = [
+            {"name": r.name, "via": f"netns:{r.netns}"} for r in scenario.routers
+        ]
     header = f"# cnidoctor lab {scenario.name}: {scenario.description}\n"
     path.write_text(header + yaml.safe_dump(document, sort_keys=False))

@@ -68,7 +68,7 @@ def subnet_env(node: NodeSpec, pod_cidr: str) -> str:
         f"FLANNEL_NETWORK={pod_cidr}\n"
         f"FLANNEL_SUBNET={node.cni0_address}\n"
         f"FLANNEL_MTU={node.flannel_mtu}\n"
-        "FLANNEL_IPMASQ=true\n"
+        f"FLANNEL_IPMASQ={'true' if node.ip_masq else 'false'}\n"
     )
 
 
@@ -77,18 +77,22 @@ def flannel_rules(node: NodeSpec, pod_cidr: str) -> str:
     net, sub = pod_cidr, node.pod_subnet
     masq = '-m comment --comment "flanneld masq"'
     fwd = '-m comment --comment "flanneld forward"'
+    # flanneld --ip-masq=false installs no nat chain at all
+    nat = [
+        "*nat",
+        ":FLANNEL-POSTRTG - [0:0]",
+        f"-A POSTROUTING {masq} -j FLANNEL-POSTRTG",
+        f"-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s {sub} -d {net} {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s {net} -d {sub} {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG ! -s {net} -d {sub} {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s {net} ! -d 224.0.0.0/4 {masq} -j MASQUERADE --random-fully",
+        f"-A FLANNEL-POSTRTG ! -s {net} -d {net} {masq} -j MASQUERADE --random-fully",
+        "COMMIT",
+    ]
     return "\n".join(
         [
-            "*nat",
-            ":FLANNEL-POSTRTG - [0:0]",
-            f"-A POSTROUTING {masq} -j FLANNEL-POSTRTG",
-            f"-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {masq} -j RETURN",
-            f"-A FLANNEL-POSTRTG -s {sub} -d {net} {masq} -j RETURN",
-            f"-A FLANNEL-POSTRTG -s {net} -d {sub} {masq} -j RETURN",
-            f"-A FLANNEL-POSTRTG ! -s {net} -d {sub} {masq} -j RETURN",
-            f"-A FLANNEL-POSTRTG -s {net} ! -d 224.0.0.0/4 {masq} -j MASQUERADE --random-fully",
-            f"-A FLANNEL-POSTRTG ! -s {net} -d {net} {masq} -j MASQUERADE --random-fully",
-            "COMMIT",
+            *(nat if node.ip_masq else []),
             "*filter",
             ":FLANNEL-FWD - [0:0]",
             f"-A FORWARD {fwd} -j FLANNEL-FWD",
@@ -139,3 +143,31 @@ def tar_stream(files: Mapping[str, tuple[str, int]]) -> bytes:
 
 def conflist_text() -> str:
     return json.dumps(FLANNEL_CONFLIST, indent=2) + "\n"
+
+
+#: /usr/local/sbin/modprobe in a node whose br_netfilter is masked (first on the transport's
+#: PATH): the real fix command, `modprobe br_netfilter`, lifts the node's mask; it never loads
+#: anything into the host's kernel
+MODPROBE_SHIM = r"""#!/bin/sh
+# cnidoctor lab: modprobe inside a lab node. "br_netfilter not loaded" is a mask over
+# /proc/sys/net/bridge and /proc/modules in this node's own mount namespace; loading it lifts
+# the mask for this node only. Other modules would load into the host's kernel: refused.
+mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+status=0
+for arg in "$@"; do
+  case "$arg" in
+    -r|--remove) echo "modprobe (cnidoctor lab): unloading is not simulated" >&2; exit 1 ;;
+    -*) ;;
+    br_netfilter)
+      for m in /proc/sys/net/bridge /proc/modules; do
+        if mounted "$m"; then umount "$m" || status=1; fi
+      done
+      if [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
+        echo "modprobe: FATAL: Module br_netfilter not found (not loaded on the lab host)" >&2
+        status=1
+      fi ;;
+    *) echo "modprobe (cnidoctor lab): not loading $arg into the host's kernel" >&2; status=1 ;;
+  esac
+done
+exit $status
+"""

@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 #: every network namespace the lab makes starts with this, so it never takes a foreign name
 NETNS_PREFIX = "cnd-"
@@ -27,6 +27,19 @@ ALL_PLUGINS: tuple[str, ...] = (
 )
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _NETNS = re.compile(r"^cnd-[a-z0-9-]{1,40}$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A permanent neighbour entry (`ip neigh replace IP lladdr MAC nud permanent`).
+
+    The lab has no switch history: stale ARP entries an incident left behind are seeded
+    this way, on the host's first uplink.
+    """
+
+    ip: str
+    mac: str
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,8 @@ class Uplink:
     #: how the default route was learned (`proto` column of `ip route`): dhcp on laptops
     proto: str = "static"
     mtu: int = 1500
+    #: a fixed MAC (lower case), so scenarios can name it in neighbour entries; None = random
+    mac: str | None = None
 
     @property
     def ip(self) -> str:
@@ -86,6 +101,14 @@ class NodeSpec:
     #: nodes apply flannel's documented workaround (`ethtool -K flannel.1 tx-checksum-ip-generic
     #: off`)
     vxlan_tx_checksum: bool = False
+    #: permanent (stale) neighbour entries on the first uplink
+    neighbours: tuple[Neighbour, ...] = ()
+    #: drop every inbound packet (iptables INPUT DROP): a node the others cannot reach
+    drop_inbound: bool = False
+    #: runs an etcd member; None = the inventory default (control-plane nodes do)
+    etcd: bool | None = None
+    #: flanneld masquerades pod traffic (--ip-masq, FLANNEL_IPMASQ); off = no FLANNEL-POSTRTG
+    ip_masq: bool = True
 
     @property
     def address(self) -> str:
@@ -113,6 +136,37 @@ class NodeSpec:
         return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 
+class ScenarioExtras(Protocol):
+    """More of a scenario, built by its own code after the nodes and their mounts."""
+
+    @property
+    def netns(self) -> tuple[str, ...]:
+        """The namespaces `build` makes (recorded in the lab state before it makes them)."""
+        ...
+
+    def build(self, scenario: Scenario, state: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Router:
+    """A non-Kubernetes router on a segment (its own namespace): forwarding on, optionally a
+    seeded neighbour table. It goes under the inventory's `routers:`."""
+
+    name: str
+    netns: str
+    segment: str
+    #: its address on the segment, with the prefix it believes in (e.g. 10.0.0.1/8)
+    address: str
+    ifname: str = "eth0"
+    mac: str | None = None
+    forwarding: bool = True
+    neighbours: tuple[Neighbour, ...] = ()
+
+    @property
+    def ip(self) -> str:
+        return str(ipaddress.ip_interface(self.address).ip)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A replayable lab: its segments, nodes, and the cluster settings of its inventory."""
@@ -128,6 +182,13 @@ class Scenario:
     cluster: dict[str, str] = field(default_factory=dict)
     #: Kubernetes objects the lab's API stand-in serves (None = the scenario has no API)
     api_objects: Callable[[], list[dict[str, Any]]] | None = None
+    routers: tuple[Router, ...] = ()
+    #: stand-in listeners on every node's cluster TCP ports (kubelet, API, etcd) while up,
+    #: so probes find them open as on a running cluster (lab/listeners.py)
+    serve_ports: bool = False
+    #: what the plain model cannot say (pods, an upstream network, service NAT): built after
+    #: the nodes, its namespaces removed with the scenario's (lab/podnet.py PodNetwork)
+    extras: ScenarioExtras | None = None
 
     def __post_init__(self) -> None:
         _check_scenario(self)
@@ -139,7 +200,12 @@ class Scenario:
     @property
     def netns_names(self) -> list[str]:
         """Every namespace the scenario makes, switch first (it must exist before the veths)."""
-        return [self.switch_netns, *(n.netns for n in self.nodes)]
+        return [
+            self.switch_netns,
+            *(n.netns for n in self.nodes),
+            *(r.netns for r in self.routers),
+            *(self.extras.netns if self.extras is not None else ()),
+        ]
 
     def segment(self, name: str) -> Segment:
         for segment in self.segments:
@@ -151,6 +217,10 @@ class Scenario:
         """The switch-side veth name: unique in the switch namespace, at most 15 characters."""
         index = self.nodes.index(node)
         return f"n{index}-{uplink.ifname}"[:15]
+
+    def router_port(self, router: Router) -> str:
+        """The switch-side veth name of a router (r<index>-<ifname>), at most 15 characters."""
+        return f"r{self.routers.index(router)}-{router.ifname}"[:15]
 
 
 def _check_scenario(scenario: Scenario) -> None:
@@ -179,3 +249,19 @@ def _check_scenario(scenario: Scenario) -> None:
         ports = [scenario.switch_port(node, u) for u in node.uplinks]
         if len(set(ports)) != len(ports):
             raise ValueError(f"{scenario.name}: switch port names of {node.name} collide")
+    for router in scenario.routers:
+        if router.segment not in segment_names:
+            raise ValueError(
+                f"{scenario.name}: {router.name} uses unknown segment {router.segment}"
+            )
+        for ifname in (router.ifname, scenario.router_port(router)):
+            if not _IFNAME.match(ifname):
+                raise ValueError(f"{scenario.name}: bad interface name {ifname!r}")
+    macs = [u.mac for n in scenario.nodes for u in n.uplinks] + [r.mac for r in scenario.routers]
+    neighbours = [e for n in scenario.nodes for e in n.neighbours]
+    neighbours += [e for r in scenario.routers for e in r.neighbours]
+    for mac in [m for m in macs if m is not None] + [e.mac for e in neighbours]:
+        if not _MAC.match(mac):
+            raise ValueError(f"{scenario.name}: bad MAC address {mac!r} (lower-case hex)")
+    for entry in neighbours:
+        ipaddress.ip_address(entry.ip)

@@ -36,6 +36,8 @@ class LabState:
     pid: int = field(default_factory=os.getpid)
     #: the API stand-in's process (`cnidoctor lab api`), for scenarios that serve one
     api_pid: int | None = None
+    #: the stand-in listeners on the nodes' cluster ports (lab/listeners.py), if started
+    listener_pid: int | None = None
 
     @property
     def directory(self) -> Path:
@@ -74,6 +76,7 @@ class LabState:
                 made_mount_root=bool(raw.get("made_mount_root", False)),
                 pid=int(raw.get("pid", 0)),
                 api_pid=int(raw["api_pid"]) if raw.get("api_pid") else None,
+                listener_pid=int(raw["listener_pid"]) if raw.get("listener_pid") else None,
             )
         except (OSError, ValueError, TypeError, AttributeError):
             return None

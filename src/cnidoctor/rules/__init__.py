@@ -12,12 +12,15 @@ from cnidoctor.rules import (
     addressing,
     cluster,
     cni,
+    crossnode,
+    egress,
     firewall,
     flannel,
     iptables,
     kernel,
     mtu,
     nic,
+    probes,
     routing,
     sysctl,
 )
@@ -36,6 +39,9 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     *routing.RULES,
     *addressing.RULES,
     *mtu.RULES,
+    *crossnode.RULES,
+    *egress.RULES,
+    *probes.RULES,
     *cluster.RULES,
 )
 

@@ -39,6 +39,8 @@ class NodeContext:
     etcd: bool | None = None
     #: the API's Node object for this node, when the API was read
     kube: KubeNode | None = None
+    #: everything the API said (the CNI's ConfigMaps and DaemonSets), when it was read
+    api: ClusterFacts | None = None
 
     def fact(self, collector: type[Collector]) -> Any:
         """The parsed value of a collected fact; raises FactUnavailable otherwise."""
@@ -99,6 +101,9 @@ class Hit:
     severity: Severity | None = None
     #: for node rules: more nodes than the checked one; for cluster rules: the nodes concerned
     extra_nodes: list[str] = field(default_factory=list)
+    #: ids whose `causes` edge does not hold for this occurrence, so the engine does not link
+    #: them (no SNAT on any NIC at all is not a matter of which NIC the CNI picked)
+    not_caused_by: list[str] = field(default_factory=list)
 
 
 class Rule:
@@ -117,6 +122,9 @@ class Rule:
 
     #: "node": check() runs once per collected node; "cluster": check_cluster() runs once
     scope: ClassVar[str] = "node"
+    #: a node rule's cross-node part: a ClusterRule reporting the same id (mtu.mismatch on
+    #: one node and across a segment); it is not a registry entry of its own
+    cross_node: ClassVar[type[Rule] | None] = None
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
         raise NotImplementedError
