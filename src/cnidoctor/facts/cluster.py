@@ -30,6 +30,14 @@ CNI_CONFIG_MAPS = (
     "kube-system/cilium-config",
     "kube-system/calico-config",
 )
+#: DaemonSets whose pod template carries a CNI's interface setting (env, args)
+CNI_DAEMONSETS = (
+    "kube-system/calico-node",
+    "calico-system/calico-node",
+    "kube-system/cilium",
+    "kube-flannel/kube-flannel-ds",
+    "kube-system/kube-flannel-ds",
+)
 
 
 def _mapping(value: Any, what: str) -> Mapping[str, Any]:
@@ -355,6 +363,74 @@ def config_map_data(obj: Any) -> tuple[str, dict[str, str]]:
     return f"{meta.get('namespace') or 'default'}/{meta['name']}", dict(data)
 
 
+class KubeContainerSpec(FactModel):
+    """A container of a pod template: what it runs with (env values only, never secrets:
+    valueFrom entries are kept as where they come from)."""
+
+    name: str
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class KubeDaemonSet(FactModel):
+    namespace: str
+    name: str
+    containers: list[KubeContainerSpec] = Field(default_factory=list)
+
+    @classmethod
+    def from_object(cls, obj: Any) -> KubeDaemonSet:
+        """An apps/v1 DaemonSet (as JSON) -> its template's containers (init ones too)."""
+        meta = _meta(obj, "DaemonSet")
+        spec = _mapping(obj.get("spec"), "DaemonSet.spec")
+        template = _mapping(spec.get("template"), "DaemonSet.spec.template")
+        pod = _mapping(template.get("spec"), "DaemonSet.spec.template.spec")
+        containers = []
+        for raw in _items(pod.get("initContainers"), "initContainers") + _items(
+            pod.get("containers"), "containers"
+        ):
+            env = {}
+            for item in _items(raw.get("env"), "container.env"):
+                if "value" in item:
+                    env[str(item.get("name"))] = str(item.get("value"))
+                elif item.get("valueFrom") is not None:
+                    source = next(iter(_mapping(item["valueFrom"], "env.valueFrom")), "?")
+                    env[str(item.get("name"))] = f"<from {source}>"
+            containers.append(
+                {
+                    "name": raw.get("name") or "?",
+                    "command": [str(a) for a in raw.get("command") or []],
+                    "args": [str(a) for a in raw.get("args") or []],
+                    "env": env,
+                }
+            )
+        name = meta["name"]
+        namespace = meta.get("namespace") or "default"
+        return _build(
+            cls,
+            {"namespace": namespace, "name": name, "containers": containers},
+            f"DaemonSet {namespace}/{name}",
+        )
+
+    def env(self, key: str) -> str | None:
+        """The first container's value for `key` (init containers last), or None."""
+        for container in sorted(self.containers, key=lambda c: c.name.startswith("install")):
+            if key in container.env:
+                return container.env[key]
+        return None
+
+    def flag(self, name: str) -> str | None:
+        """The value of `--name=V` / `--name V` in any container's command or args."""
+        for container in self.containers:
+            words = [*container.command, *container.args]
+            for i, word in enumerate(words):
+                if word == f"--{name}" and i + 1 < len(words):
+                    return words[i + 1]
+                if word.startswith(f"--{name}="):
+                    return word.split("=", 1)[1]
+        return None
+
+
 class ClusterFacts(FactModel):
     """Everything read from the API in one pass. When the API could not be read at all,
     `reachable` is false and `error` says, in one line, what was tried and what failed;
@@ -369,6 +445,13 @@ class ClusterFacts(FactModel):
     events: list[KubeEvent] = Field(default_factory=list)
     config_maps: dict[str, dict[str, str]] = Field(
         default_factory=dict, description='"namespace/name" -> data, for the CNI ConfigMaps found'
+    )
+    daemonsets: dict[str, KubeDaemonSet] = Field(
+        default_factory=dict, description='"namespace/name" -> template, for the CNI DaemonSets'
+    )
+    calico_installation: dict[str, Any] | None = Field(
+        default=None,
+        description="spec.calicoNetwork of the Tigera operator's Installation `default`, if any",
     )
     partial: list[str] = Field(
         default_factory=list, description="lists that failed while others worked, with why"

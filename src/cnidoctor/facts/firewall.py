@@ -156,7 +156,7 @@ class NftStatement(FactModel):
 
     kind: str = Field(
         description="match, vmap, accept, drop, reject, jump, goto, return, continue, "
-        "queue, noop (counter/log/...), limit, unknown"
+        "queue, noop (counter/log/...), limit, masquerade, snat, unknown"
     )
     match: NftMatch | None = None
     target: str | None = Field(default=None, description="jump/goto chain")

@@ -23,12 +23,16 @@ from lightkube import ApiError, Client, ConfigError
 from lightkube.config.client_adapter import httpx as _httpx  # httpx or httpx2: lightkube's own
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.config.models import Cluster, User
+from lightkube.generic_resource import create_global_resource
+from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import ConfigMap, Event, Node, Pod
 
 from cnidoctor.collectors.base import FactParseError
 from cnidoctor.facts.cluster import (
     CNI_CONFIG_MAPS,
+    CNI_DAEMONSETS,
     ClusterFacts,
+    KubeDaemonSet,
     KubeEvent,
     KubeNode,
     KubePod,
@@ -159,6 +163,7 @@ def collect_cluster(
                 )
                 if found is not None:
                     facts.config_maps[key] = config_map_data(found)[1]
+            _read_cni_settings(client, facts, fail)
     except _Unreachable as exc:
         facts.reachable = False
         facts.error = str(exc)
@@ -166,6 +171,39 @@ def collect_cluster(
         pass
     facts.duration_s = round(time.monotonic() - started, 3)
     return facts
+
+
+#: the Tigera operator's Installation (calico's cluster-wide settings), cluster-scoped
+Installation = create_global_resource("operator.tigera.io", "v1", "Installation", "installations")
+
+
+def _read_cni_settings(
+    client: Client, facts: ClusterFacts, fail: Callable[[str, BaseException], None]
+) -> None:
+    """The CNI DaemonSets' templates and calico's Installation: where the interface the CNI
+    uses is pinned (calico IP_AUTODETECTION_METHOD, kube-flannel --iface). 404 = not there."""
+    for key in CNI_DAEMONSETS:
+        namespace, name = key.split("/")
+        found = _read_one(
+            f"daemonset {key}",
+            lambda namespace=namespace, name=name: client.get(  # type: ignore[misc]
+                DaemonSet, name, namespace=namespace
+            ),
+            facts,
+            fail,
+        )
+        if found is not None:
+            try:
+                facts.daemonsets[key] = KubeDaemonSet.from_object(found)
+            except FactParseError as exc:
+                facts.partial.append(f"daemonset {key}: not understood: {exc}")
+    installation = _read_one(
+        "installation default", lambda: client.get(Installation, "default"), facts, fail
+    )
+    if installation is not None:
+        spec = installation.get("spec") if isinstance(installation.get("spec"), dict) else {}
+        network = spec.get("calicoNetwork") if isinstance(spec, dict) else None
+        facts.calico_installation = network if isinstance(network, dict) else {}
 
 
 class _Stop(Exception):

@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Iterator
 
 from cnidoctor.analysis.cni_detect import cni_in_use
+from cnidoctor.analysis.cni_settings import interface_setting
 from cnidoctor.collectors.cni import CniConfigCollector
 from cnidoctor.collectors.k3s import K3sConfigCollector
 from cnidoctor.collectors.network import LinksCollector, RoutesCollector
@@ -289,7 +290,9 @@ class MultiNicAmbiguous(Rule):
         cni = _cni_in_use(node, links)
         k3s = k3s_config(node)
         pinned = _pinned_by(k3s, links, cni)
-        if pinned is not None:
+        # what the API shows: cilium devices, calico autodetection, k3s node-args, kube-flannel
+        setting = interface_setting(cni, node.kube, node.api)
+        if pinned is not None or (setting is not None and setting.pins):
             return
         evidence = [
             f"candidate uplink {link.ifname}: "
@@ -298,7 +301,10 @@ class MultiNicAmbiguous(Rule):
             for link in candidates
         ]
         evidence += [f"ip route: {r.describe()}" for r in defaults]
-        evidence.append(_unpinned_evidence(cni, k3s))
+        if setting is None or cni not in ("cilium", "calico"):
+            evidence.append(_unpinned_evidence(cni, k3s))
+        if setting is not None:
+            evidence.append(setting.describe())
         bound = _flannel_binding(links)
         if bound is not None:
             evidence.append(f"flannel.1 is bound now to {bound[0]} ({bound[1]})")

@@ -1,0 +1,1 @@
+"""Active probes: traffic that shows what the node facts only suggest."""
