@@ -21,8 +21,10 @@ with notes naming each such rule. The primary verdict assumes such rules do not 
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from cnidoctor.facts.firewall import (
     AddrMatch,
@@ -146,7 +148,9 @@ def _neg(value: Tri, negated: bool) -> Tri:
     return value if value is None else value != negated
 
 
+@lru_cache(maxsize=1 << 14)
 def _in_net(addr: str, spec: str) -> bool:
+    """Cached: every node evaluates the same rules against a handful of addresses."""
     ip = ipaddress.ip_address(addr)
     if "-" in spec and "/" not in spec:
         lo, hi = spec.split("-", 1)
@@ -155,6 +159,7 @@ def _in_net(addr: str, spec: str) -> bool:
     return ip.version == net.version and ip in net
 
 
+@lru_cache(maxsize=1 << 12)
 def _dst_unknown(spec: str) -> tuple[Tri, str | None]:
     """-d/daddr when the node's address is unknown: a unicast packet is never multicast."""
     try:
@@ -249,48 +254,67 @@ def _ipt_decide(
         action, jump = "undecidable", target
 
     def decide(p: Packet) -> tuple[Tri, str | None, str, str | None]:
-        local = p.hook == "input"
-        sport: Tri = True
-        if rule.sport is not None:
-            sport = _neg(_sport(rule.sport.ranges), rule.sport.negated)
-        anyport: Tri = True
-        if rule.anyport is not None:
-            anyport = (
-                True
-                if rule.anyport.contains(p.dport)
-                else _neg(_sport(rule.anyport.ranges), rule.anyport.negated)
-            )
-        checks: list[tuple[Tri, str | None]] = [
-            (_proto(rule.protocol, p.proto), None),
-            (_ports(rule.dport, p.dport), None),
-            (sport, "source port (the peer's is ephemeral)"),
-            (anyport, "multiport --ports"),
-            _addr(rule.src, p.src, dst=False),
-            _addr(rule.dst, p.dst, dst=True),
-            _iface(rule.in_iface.values, p.in_iface, "+") if rule.in_iface else (True, None),
-            _iface(rule.out_iface.values, p.out_iface, "+") if rule.out_iface else (True, None),
-            (_addrtype(rule.ctstate, {"NEW"}), None),
-            (_addrtype(rule.src_type, {"UNICAST"}), None),
-            (_addrtype(rule.dst_type, {"LOCAL"} if local else {"UNICAST"}), None),
-            (_addrtype(rule.pkt_type, {"unicast", "host"}), None),
-            _mark(rule.mark),
-            (rule.fragment is not True, None),
-            (True if rule.syn is None else (p.proto == "tcp") == rule.syn, None),
-        ]
-        if rule.in_iface is not None and rule.in_iface.negated:
-            v, why = checks[6]
-            checks[6] = (_neg(v, True), why)
-        if rule.out_iface is not None and rule.out_iface.negated:
-            v, why = checks[7]
-            checks[7] = (_neg(v, True), why)
-        if rule.unknown:
-            checks.append((None, " ".join(rule.unknown)))
-        value, why = _all(checks)
+        value, why = _ipt_match(rule, p)
         if action == "undecidable" and value is not False:
             return None, f"unknown target {target}", action, jump
         return value, why, action, jump
 
     return decide
+
+
+def _ipt_match(rule: IptRule, p: Packet) -> tuple[Tri, str | None]:
+    """Does `rule` match `p`: every check in order, stopping at the first that fails (most
+    rules of a big ruleset fail on the protocol, port or address: the rest is not looked
+    at); undecidable checks give their reasons, as `_all` would."""
+    if not _proto(rule.protocol, p.proto) or not _ports(rule.dport, p.dport):
+        return False, None
+    reasons: list[str] = []
+    if rule.sport is not None:
+        value = _neg(_sport(rule.sport.ranges), rule.sport.negated)
+        if value is False:
+            return False, None
+        if value is None:
+            reasons.append("source port (the peer's is ephemeral)")
+    if rule.anyport is not None and not rule.anyport.contains(p.dport):
+        value = _neg(_sport(rule.anyport.ranges), rule.anyport.negated)
+        if value is False:
+            return False, None
+        if value is None:
+            reasons.append("multiport --ports")
+    for match, addr, dst in ((rule.src, p.src, False), (rule.dst, p.dst, True)):
+        if match is not None:
+            value, why = _addr(match, addr, dst)
+            if value is False:
+                return False, None
+            if value is None and why:
+                reasons.append(why)
+    for names, iface in ((rule.in_iface, p.in_iface), (rule.out_iface, p.out_iface)):
+        if names is not None:
+            value, why = _iface(names.values, iface, "+")
+            if names.negated:
+                value = _neg(value, True)
+            if value is False:
+                return False, None
+            if value is None and why:
+                reasons.append(why)
+    local = p.hook == "input"
+    if not (
+        _addrtype(rule.ctstate, {"NEW"})
+        and _addrtype(rule.src_type, {"UNICAST"})
+        and _addrtype(rule.dst_type, {"LOCAL"} if local else {"UNICAST"})
+        and _addrtype(rule.pkt_type, {"unicast", "host"})
+    ):
+        return False, None
+    value, why = _mark(rule.mark)
+    if value is False:
+        return False, None
+    if value is None and why:
+        reasons.append(why)
+    if rule.fragment is True or (rule.syn is not None and (p.proto == "tcp") != rule.syn):
+        return False, None
+    if rule.unknown:
+        reasons.append(" ".join(rule.unknown))
+    return (None, "; ".join(reasons)) if reasons else (True, None)
 
 
 # --------------------------------------------------------------------------- nft
@@ -530,17 +554,39 @@ def _nft_chain(chain: NftChain) -> _Chain:
     return _Chain(chain.name, chain.policy, [_Rule(r.text, _nft_decide(r)) for r in chain.rules])
 
 
+#: the compiled base chains of the last rulesets evaluated, by (hook, ids of the rulesets);
+#: the entry holds the rulesets themselves so their ids cannot be reused while cached. A
+#: node's rules evaluate one port after another against the same rulesets.
+_COMPILED: OrderedDict[tuple[int | str, ...], tuple[list[_BaseChain], tuple[object, ...]]] = (
+    OrderedDict()
+)
+_COMPILED_MAX = 8
+
+
+def _bases(iptables: Sequence[IptRuleset], nft: Nftables | None, hook: str) -> list[_BaseChain]:
+    key = (hook, id(nft), *(id(r) for r in iptables))
+    cached = _COMPILED.get(key)
+    if cached is not None:
+        _COMPILED.move_to_end(key)
+        return cached[0]
+    bases = _ipt_bases(iptables, hook)
+    if nft is not None:
+        skip = any(r.backend == "nft" and r.family == "ipv4" for r in iptables)
+        bases += _nft_bases(nft, hook, skip)
+    bases.sort(key=lambda b: b.prio)
+    _COMPILED[key] = (bases, (nft, *iptables))
+    if len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return bases
+
+
 def evaluate(
     packet: Packet,
     iptables: Sequence[IptRuleset] = (),
     nft: Nftables | None = None,
 ) -> Verdict:
     """The fate of `packet` through every filter base chain on its hook."""
-    bases = _ipt_bases(iptables, packet.hook)
-    if nft is not None:
-        skip = any(r.backend == "nft" and r.family == "ipv4" for r in iptables)
-        bases += _nft_bases(nft, packet.hook, skip)
-    bases.sort(key=lambda b: b.prio)
+    bases = _bases(iptables, nft, packet.hook)
     if not bases:
         return Verdict(True, f"no filter chain on the {packet.hook} hook", [])
     notes: list[str] = []

@@ -137,6 +137,10 @@ class KubeProxyModeCollector(Collector):
 _FEATURE = re.compile(r"^\t?([a-z0-9_-]+): (on|off)( \[fixed\]| \[requested (?:on|off)\])?$")
 
 
+#: (state, fixed, requested) -> the Feature (never modified after parsing)
+_FEATURES: dict[tuple[str, bool, str | None], Feature] = {}
+
+
 def parse_ethtool_features(text: str) -> Offloads:
     """`ethtool -k DEV`: a `Features for DEV:` header, then `name: on|off [fixed]` lines."""
     lines = [line for line in text.splitlines() if line.strip()]
@@ -152,7 +156,13 @@ def parse_ethtool_features(text: str) -> Offloads:
         requested = None
         if extra and "requested" in extra:
             requested = extra.strip()[len("[requested ") : -1]
-        features[name] = Feature(state=state, fixed=extra == " [fixed]", requested=requested)
+        key = (state, extra == " [fixed]", requested)
+        feature = _FEATURES.get(key)
+        if feature is None:  # a handful of distinct values, shared by every node's 60 features
+            feature = _FEATURES[key] = Feature.trusted(
+                state=state, fixed=key[1], requested=requested
+            )
+        features[name] = feature
     if not features:
         raise FactParseError("ethtool -k: no features listed")
     return Offloads(device=device, features=features)

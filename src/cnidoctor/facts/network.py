@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from pydantic import Field
 
@@ -45,15 +46,32 @@ def is_container_bridge(name: str | None) -> bool:
     return name is not None and name.startswith(CONTAINER_BRIDGE_PREFIXES)
 
 
+@lru_cache(maxsize=1 << 14)
+def _interface(local: str, prefixlen: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    """Parsed once per address: rules ask for it on every node (ipaddress is slow)."""
+    return ipaddress.ip_interface(f"{local}/{prefixlen}")
+
+
+@lru_cache(maxsize=1 << 14)
+def _network(prefix: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """A route's destination, parsed once per distinct prefix; None when it is not one."""
+    try:
+        return ipaddress.ip_network(prefix, strict=False)
+    except ValueError:
+        return None
+
+
 class Address(FactModel):
     family: str = Field(description="inet or inet6")
     local: str
     prefixlen: int
     scope: str = "global"
+    #: a further address in the subnet of a primary one (keepalived VIPs usually are)
+    secondary: bool = False
 
     @property
     def interface(self) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
-        return ipaddress.ip_interface(f"{self.local}/{self.prefixlen}")
+        return _interface(self.local, self.prefixlen)
 
     @property
     def cidr(self) -> str:
@@ -130,11 +148,8 @@ class Route(FactModel):
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
         if self.is_default:
-            return ipaddress.ip_network("::/0" if self.family == "inet6" else "0.0.0.0/0")
-        try:
-            return ipaddress.ip_network(self.dst, strict=False)
-        except ValueError:
-            return None
+            return _network("::/0" if self.family == "inet6" else "0.0.0.0/0")
+        return _network(self.dst)
 
     @property
     def is_connected(self) -> bool:

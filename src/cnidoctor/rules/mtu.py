@@ -12,12 +12,14 @@ import ipaddress
 import shlex
 from collections.abc import Iterator
 
+from cnidoctor.analysis.segments import HostAddress, segments, summarize_names
 from cnidoctor.collectors.flannel import FlannelSubnetEnvCollector
 from cnidoctor.collectors.network import LinksCollector, RoutesCollector
 from cnidoctor.facts.cni import FlannelSubnetEnv
 from cnidoctor.facts.network import Link, Links, Routes
 from cnidoctor.models import Severity
-from cnidoctor.rules.base import Hit, NodeContext, Rule
+from cnidoctor.rules.base import ClusterContext, ClusterRule, Hit, NodeContext, Rule
+from cnidoctor.rules.crossnode import cluster_addresses
 
 VXLAN_OVERHEAD_V4 = 50
 VXLAN_OVERHEAD_V6 = 70
@@ -51,6 +53,97 @@ def vxlan_overhead(vxlan: Link) -> int:
     return VXLAN_OVERHEAD_V6 if v6 else VXLAN_OVERHEAD_V4
 
 
+class MtuMismatchAcrossSegment(ClusterRule):
+    """mtu.mismatch across nodes: MtuMismatch's cross-node part (`MtuMismatch.cross_node`).
+
+    Nodes are grouped by segment (analysis.segments: one sort); within a segment the MTU
+    of the NIC holding each node's address is compared. The MTU most nodes use is taken
+    as intended (on a tie, the smaller: it is the one every path carries).
+    """
+
+    id = "mtu.mismatch"
+    severity = Severity.WARNING
+    title = "nodes on one segment use different MTUs"
+    explanation = (
+        "flannel derives each node's overlay MTU from its own underlay. A node with a larger "
+        "MTU than its peers (jumbo frames on one host) sends packets the others or the switch "
+        "cannot carry, and drops nothing itself: pings and small requests work, TLS handshakes "
+        "and large responses between those nodes hang."
+    )
+    needs = (LinksCollector,)
+    causes = ("api.tls-handshake-timeout",)
+    fix = ("give every node on the segment the same MTU, then restart flannel on them",)
+
+    def check_cluster(self, ctx: ClusterContext) -> Iterator[Hit]:
+        flannel_mtu = {
+            node.name: link.mtu
+            for node in ctx.nodes
+            for links in [node.fact_or_none(LinksCollector)]
+            if links is not None
+            for link in [links.by_name("flannel.1")]
+            if link is not None and link.mtu
+        }
+        for segment in segments(cluster_addresses(ctx)):
+            by_mtu: dict[int, dict[str, HostAddress]] = {}
+            for member in segment.members:
+                if member.link.mtu:
+                    by_mtu.setdefault(member.link.mtu, {}).setdefault(member.host, member)
+            if len(by_mtu) < 2:
+                continue
+            ranked = sorted(by_mtu.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+            expected, majority = ranked[0]
+            odd = ranked[1:]
+            evidence = [
+                f"{_who(group)} mtu {mtu} vs {_who(majority)} mtu {expected} on {segment.network}"
+                for mtu, group in odd
+            ]
+            for mtu, group in odd:
+                overlay = sorted({flannel_mtu[h] for h in group if h in flannel_mtu})
+                if overlay and mtu > expected:
+                    evidence.append(
+                        f"flannel.1 on {summarize_names(list(group))}: mtu "
+                        f"{'/'.join(map(str, overlay))}: their pods send packets up to that "
+                        f"size, the {expected}-byte nodes drop them"
+                    )
+            names = [h for _, group in odd for h in group]
+            yield Hit(
+                evidence=evidence,
+                fix=_segment_fix(odd, expected),
+                title=(
+                    f"{summarize_names(names)} "
+                    + ("use" if len(names) > 1 else "uses")
+                    + f" MTU {'/'.join(str(m) for m, _ in odd)} where the other nodes on "
+                    f"{segment.network} use {expected}"
+                ),
+                extra_nodes=names,
+            )
+
+
+def _who(group: dict[str, HostAddress]) -> str:
+    devices = sorted({m.link.ifname for m in group.values()})
+    return f"{summarize_names(list(group))} {'/'.join(devices)}"
+
+
+def _segment_fix(odd: list[tuple[int, dict[str, HostAddress]]], expected: int) -> list[str]:
+    fix = []
+    for mtu, group in odd:
+        for member in list(group.values())[:5]:
+            dev = shlex.quote(member.link.ifname)
+            if mtu > expected:
+                fix.append(f"on {member.host}: ip link set dev {dev} mtu {expected}")
+            else:
+                fix.append(
+                    f"on {member.host}: ip link set dev {dev} mtu {expected}, if every switch "
+                    f"port carries it; else lower the other nodes to {mtu}"
+                )
+    fix += [
+        "make it permanent in each node's OS network configuration",
+        "restart flannel on the changed nodes so flannel.1 and FLANNEL_MTU follow "
+        "(k3s: systemctl restart k3s or k3s-agent), then recreate their pods",
+    ]
+    return fix
+
+
 class MtuMismatch(Rule):
     id = "mtu.mismatch"
     severity = Severity.WARNING
@@ -59,11 +152,13 @@ class MtuMismatch(Rule):
         "VXLAN wraps every pod packet in 50 more bytes, so the overlay MTU must be the "
         "underlay's minus 50. When it is larger (the underlay MTU was lowered, or the CNI "
         "picked it from another NIC), full-size packets are dropped: pings and small requests "
-        "work while TLS handshakes and large responses hang."
+        "work while TLS handshakes and large responses hang. Across nodes, the same id names "
+        "nodes of one segment whose underlay MTUs differ."
     )
     needs = (LinksCollector, RoutesCollector, FlannelSubnetEnvCollector)
     fix = ("set the overlay MTU to the underlay MTU minus 50 (or raise the underlay MTU)",)
     causes = ("api.tls-handshake-timeout",)
+    cross_node = MtuMismatchAcrossSegment
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
         links: Links = node.fact(LinksCollector)
