@@ -8,6 +8,11 @@ CNI config and bin dir, NetworkManager, ufw, ethtool and subnet.env; the API lis
 node with flannel's annotations. Three nodes carry faults (a /8 prefix, jumbo frames, a
 flannel.1 MAC that changed under its peers) so the cross-node rules have work to do.
 
+As on a real cluster, no two nodes print the same text: each has its own addresses,
+MACs, pod subnet and flannel rule, its own iptables timestamp and chain counters, nft
+counters and drifting handles, and neighbour states; what repeats between nodes is what
+repeats in reality (kube-proxy's rules, the peers in every neighbour table and fdb).
+
 `cnidoctor.diagnose.analyse` is timed on 500, 1,000 and 2,000 nodes, each size in a
 fresh process (so its peak RSS is its own): best of --repeat runs, the peak RSS of the
 process (snapshot included) and tracemalloc's peak of one analysis. The growth ratio

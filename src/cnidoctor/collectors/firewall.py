@@ -582,7 +582,12 @@ _NFT_RULE = re.compile(
     r'\{"rule": \{"family": "(\w+)", "table": "([^"\\]*)", "chain": "([^"\\]*)", '
     r'"handle": (\d+), '
 )
+_NFT_CHAIN = re.compile(
+    r'\{"chain": \{"family": "\w+", "table": "[^"\\]*", "name": "[^"\\]*", "handle": (\d+)'
+)
 _NFT_COUNTER = re.compile(r'"packets": \d+, "bytes": \d+')
+#: chain text, handle aside -> its checked fields (each node gets its own NftChain)
+_NFT_CHAINS_SEEN: dict[str, dict[str, Any]] = {}
 #: normalised rule text -> (family, table, chain, parsed rule); cleared past the bound
 _NFT_RULES_SEEN: dict[str, tuple[str, str, str, NftRule]] = {}
 _NFT_RULES_SEEN_MAX = 50_000
@@ -590,6 +595,11 @@ _NFT_RULES_SEEN_MAX = 50_000
 
 class _NotSplittable(Exception):
     """The fast path cannot read this document; the whole-document path will."""
+
+
+@dataclass
+class _SeenChain:
+    values: dict[str, Any]
 
 
 @dataclass
@@ -610,6 +620,12 @@ def _split_nft(text: str) -> list[str] | None:
 def _nft_items(pieces: list[str]) -> Iterator[tuple[Any, str | None]]:
     """(decoded object or _SeenRule, the key to remember a newly parsed rule under)."""
     for piece in pieces:
+        chain = _NFT_CHAIN.match(piece)
+        if chain is not None:
+            key = piece[: chain.start(1)] + piece[chain.end(1) :]
+            values = _NFT_CHAINS_SEEN.get(key)
+            yield (_SeenChain(values) if values is not None else json.loads(piece)), key
+            continue
         head = _NFT_RULE.match(piece)
         key = None
         if head is not None and '"@' not in piece:  # named sets differ between nodes
@@ -641,6 +657,13 @@ def _build_nft(items: Iterable[Any]) -> Nftables:
     sets: dict[tuple[str, str], dict[str, list[str]]] = {}
     for entry in items:
         item, key = entry if isinstance(entry, tuple) else (entry, None)
+        if isinstance(item, _SeenChain):
+            values = item.values  # checked when first seen
+            table = tables.get((values["family"], values["table"]))
+            if table is None:
+                raise FactParseError(f"nft -j: chain {values['name']!r} of an unknown table")
+            table.chains[values["name"]] = NftChain.trusted_dict(dict(values))
+            continue
         if isinstance(item, _SeenRule):
             table = tables.get((item.family, item.table))
             chain = table.chains.get(item.chain) if table else None
@@ -665,7 +688,12 @@ def _build_nft(items: Iterable[Any]) -> Nftables:
             table = tables.get((c["family"], c["table"]))
             if table is None:
                 raise FactParseError(f"nft -j: chain {c['name']!r} of an unknown table")
-            table.chains[c["name"]] = _nft_chain(c)
+            values = _nft_chain_values(c)
+            table.chains[c["name"]] = NftChain.trusted_dict(dict(values))
+            if key is not None and key not in _NFT_CHAINS_SEEN:
+                if len(_NFT_CHAINS_SEEN) >= _NFT_RULES_SEEN_MAX:
+                    _NFT_CHAINS_SEEN.clear()
+                _NFT_CHAINS_SEEN[key] = values
         elif isinstance(item.get("rule"), dict):
             r = item["rule"]
             table = tables.get((r["family"], r["table"]))
@@ -698,8 +726,9 @@ def _build_nft(items: Iterable[Any]) -> Nftables:
 _CHAIN_TEXT_KEYS = ("family", "table", "name", "type", "hook", "policy")
 
 
-def _nft_chain(c: dict[str, Any]) -> NftChain:
-    """A chain object, checked by hand: a ruleset has hundreds, validation was the cost."""
+def _nft_chain_values(c: dict[str, Any]) -> dict[str, Any]:
+    """A chain object's fields, checked by hand: a ruleset has hundreds, validation was the
+    cost."""
     values: dict[str, Any] = {}
     for key in _CHAIN_TEXT_KEYS:
         value = c.get(key)
@@ -712,7 +741,8 @@ def _nft_chain(c: dict[str, Any]) -> NftChain:
     prio = c.get("prio")
     if prio is not None and (not isinstance(prio, int) or isinstance(prio, bool)):
         raise FactParseError(f"nft -j: chain prio {prio!r} is not a number")
-    return NftChain.trusted(**values, prio=prio)
+    values["prio"] = prio
+    return values
 
 
 class NftablesCollector(Collector):

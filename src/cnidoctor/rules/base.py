@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from cnidoctor.collectors.base import Collector
@@ -71,8 +72,14 @@ class NodeContext:
             ("service CIDR", self.cluster.service_cidr),
         ):
             if cidr:
-                out.append((label, ipaddress.ip_network(cidr, strict=False)))
+                out.append((label, _cidr(cidr)))
         return out
+
+
+@lru_cache(maxsize=256)
+def _cidr(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parsed once: every node's rules ask for the same cluster CIDRs."""
+    return ipaddress.ip_network(cidr, strict=False)
 
 
 @dataclass
