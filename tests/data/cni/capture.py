@@ -22,6 +22,7 @@ from cnidoctor.collectors.cni import CniBinCollector, CniConfigCollector
 from cnidoctor.collectors.flannel import FlannelSubnetEnvCollector
 from cnidoctor.collectors.k3s import K3sConfigCollector
 from cnidoctor.collectors.network import LinksCollector
+from cnidoctor.rules.cni import REFERENCE_PLUGINS
 from cnidoctor.transports.local import LocalTransport
 from cnidoctor.transports.netns import NetnsTransport
 
@@ -191,26 +192,8 @@ K3S_DATA = "/var/lib/rancher/k3s/data"
 HASH = "3f1e6c27bd4e5a9bd2e7c6b4e0f56b1e3e2c52b0c1a6f4c0e7b9d3d1f7c5a2b9"
 K3S_BINS = ("containerd", "containerd-shim-runc-v2", "crictl", "ctr", "k3s", "kubectl", "runc")
 K3S_CNI_LINKS = ("bandwidth", "bridge", "firewall", "flannel", "host-local", "loopback", "portmap")
-STD_PLUGINS = (
-    "bandwidth",
-    "bridge",
-    "dhcp",
-    "dummy",
-    "firewall",
-    "host-device",
-    "host-local",
-    "ipvlan",
-    "loopback",
-    "macvlan",
-    "portmap",
-    "ptp",
-    "sbr",
-    "static",
-    "tap",
-    "tuning",
-    "vlan",
-    "vrf",
-)
+#: the containernetworking reference plugins, as packaged in /opt/cni/bin
+STD_PLUGINS = tuple(sorted(REFERENCE_PLUGINS))
 
 K3S_CONFIG = """# managed by ansible
 write-kubeconfig-mode: "0644"
