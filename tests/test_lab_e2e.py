@@ -136,3 +136,36 @@ def test_a_snapshot_of_seed_001_is_judged_the_same_elsewhere(
     replayed = json.loads(capsys.readouterr().out)
     assert replayed["findings"] == live["findings"]
     assert "node.ready-but-cni-broken" in {f["id"] for f in replayed["findings"]}
+
+
+@requires_root
+def test_lab_run_seed_002_names_the_odd_prefix_and_the_swallowed_pod_range(
+    lab_session: LabSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Incident 002: one node on /8, the others on /16; the /8 contains the pod CIDR."""
+    lab_session.release("seed-002")
+    status, report = lab_run("seed-002", capsys)
+    findings = report["findings"]
+    assert isinstance(findings, list)
+    by_id = {f["id"]: f for f in findings}
+    prefix = by_id["route.prefix-inconsistent"]
+    assert prefix["nodes"] == ["nl-k8s-01"]
+    assert "10.10.0.2/8" in prefix["evidence"][0] and "/16" in prefix["evidence"][0]
+    overlap = by_id["addr.host-overlaps-cluster-cidr"]
+    assert overlap["nodes"] == ["nl-k8s-01"]
+    assert any("10.42.0.0/16" in line for line in overlap["evidence"])
+    assert status == 1
+
+
+@requires_root
+def test_lab_run_healthy_cluster_reports_nothing_at_warning_or_above(
+    lab_session: LabSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab_session.release("healthy-cluster")
+    status, report = lab_run("healthy-cluster", capsys)
+    findings = report["findings"]
+    assert isinstance(findings, list)
+    loud = [(f["id"], f["nodes"]) for f in findings if f["severity"] in ("critical", "warning")]
+    assert loud == []
+    assert len(report["nodes"]) >= 4 and all(n["collected"] for n in report["nodes"])
+    assert status == 0
