@@ -58,10 +58,21 @@ def collect_node(
     )
 
 
+#: a collector's raw results, as a key: what its Fact is a pure function of
+ResultsKey = tuple[str, tuple[tuple[object, ...], ...]]
+
+
 def judge_facts(
-    collection: NodeCollection, collectors: Sequence[type[Collector]]
+    collection: NodeCollection,
+    collectors: Sequence[type[Collector]],
+    judged: dict[ResultsKey, Fact] | None = None,
 ) -> dict[str, Fact]:
-    """Parse each collector's raw results into a Fact (pure; also used on snapshots)."""
+    """Parse each collector's raw results into a Fact (pure; also used on snapshots).
+
+    With `judged` (one dict per analysis), results identical to another node's are not
+    parsed again: the nodes of a cluster print the same sysctls, kernel, CNI config and
+    tool versions, so a 2,000-node analysis parses each of those a handful of times. Facts
+    are never modified after parsing, so nodes may share them."""
     facts: dict[str, Fact] = {}
     for collector in collectors:
         results = collection.results.get(collector.name)
@@ -73,5 +84,23 @@ def judge_facts(
                 name=collector.name, status="error", reason="not in this collection"
             )
             continue
-        facts[collector.name] = collector.judge(results)
+        if judged is None:
+            facts[collector.name] = collector.judge(results)
+            continue
+        key = (collector.name, tuple(_result_key(r) for r in results))
+        fact = judged.get(key)
+        if fact is None:
+            fact = judged[key] = collector.judge(results)
+        facts[collector.name] = fact
     return facts
+
+
+def _result_key(result: CommandResult) -> tuple[object, ...]:
+    return (
+        tuple(result.argv),
+        result.rc,
+        result.stdout,
+        result.stderr,
+        result.timed_out,
+        result.not_run,
+    )

@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cnidoctor.collect import NodeCollection, collect_node, judge_facts
+from cnidoctor.collect import NodeCollection, ResultsKey, collect_node, judge_facts
 from cnidoctor.collectors.base import Collector
 from cnidoctor.collectors.network import LinksCollector, NeighboursCollector, RoutesCollector
 from cnidoctor.collectors.registry import collectors_for
 from cnidoctor.engine import link_causes, run_node_rules
+from cnidoctor.facts.base import Fact
 from cnidoctor.facts.cluster import ClusterFacts
 from cnidoctor.inventory import Inventory
 from cnidoctor.models import ClusterConfig, ClusterSummary, NodeStatus, Report
@@ -196,6 +197,7 @@ def _analyse_full(
     contexts: list[NodeContext] = []
     routers: list[NodeContext] = []
     statuses: list[NodeStatus] = []
+    judged: dict[ResultsKey, Fact] = {}
     for collection in collections:
         status = NodeStatus(
             name=collection.name,
@@ -207,7 +209,7 @@ def _analyse_full(
         if not collection.collected:
             continue
         target = by_name.get(collection.name)
-        facts = judge_facts(collection, collectors_of(target, rules))
+        facts = judge_facts(collection, collectors_of(target, rules), judged)
         status.facts_unavailable = [f.describe() for f in facts.values() if not f.ok]
         if target is not None and target.is_router:
             routers.append(NodeContext(collection.name, facts, cluster, role="router"))
