@@ -221,3 +221,37 @@ def test_the_benchmarks_synthetic_cluster_shows_its_three_faults() -> None:
     }
     assert broken == set(), broken
     assert (DATA / "iptables/kube-proxy-services.nft-save.txt").exists()
+
+
+# --------------------------------------------------------------------------- judged once
+
+
+def test_identical_outputs_are_judged_once_per_analysis() -> None:
+    """Nodes that print the same text share one Fact; a node that prints other text gets
+    its own, equal to what judging it alone gives."""
+    from cnidoctor.collect import NodeCollection, judge_facts
+    from cnidoctor.collectors.sysctl import SysctlCollector
+    from cnidoctor.transports.base import CommandResult
+
+    argv = list(SysctlCollector.commands[0].argv)
+
+    def node(name: str, capture: str) -> NodeCollection:
+        result = CommandResult(argv=argv, rc=0, stdout=data(f"sysctl/{capture}"))
+        return NodeCollection(
+            name=name, spec="local", collected=True, results={"sysctls": [result]}
+        )
+
+    judged: dict = {}
+    a, b, odd = (
+        judge_facts(node(name, capture), [SysctlCollector], judged)["sysctls"]
+        for name, capture in (
+            ("a", "healthy.txt"),
+            ("b", "healthy.txt"),
+            ("c", "no-br-netfilter.txt"),
+        )
+    )
+    assert a is b
+    assert odd is not a and odd.value != a.value
+    alone = judge_facts(node("c", "no-br-netfilter.txt"), [SysctlCollector])["sysctls"]
+    assert odd.value == alone.value and odd.status == alone.status == "ok"
+    assert len(judged) == 2
