@@ -265,7 +265,8 @@ def test_bad_entry_error_names_the_entry() -> None:
         parse_ip_addr(text)
     with pytest.raises(FactParseError, match="not JSON"):
         parse_ip_route(_truncated("ip_route/duplicate-connected.v4.json"))
-    with pytest.raises(FactParseError, match="nested too deeply"):
+    # orjson from 3.9.15 stops at 1,024 levels (not JSON); older ones decode the lists
+    with pytest.raises(FactParseError, match=r"not JSON|expected a JSON array of objects"):
         parse_ip_neigh("[" * 100_000 + "]" * 100_000)
 
 

@@ -16,7 +16,7 @@ from cnidoctor.collectors.base import (
     FactParseError,
     describe_failure,
 )
-from cnidoctor.collectors.network import checked_model, is_address, json_entries
+from cnidoctor.collectors.network import is_address, json_entries
 from cnidoctor.facts.fdb import Fdb, FdbEntry
 from cnidoctor.transports.base import Command, CommandResult
 
@@ -43,7 +43,8 @@ def _entry(raw: dict[str, Any]) -> FdbEntry:
             raise FactParseError("dst is not a string")
         if not is_address(dst):
             raise FactParseError(f"dst {dst!r} is not an address")
-    return checked_model(FdbEntry, raw, mac=mac.lower())
+    raw["mac"] = mac.lower()
+    return FdbEntry.model_validate(raw, strict=True)
 
 
 class FdbCollector(Collector):

@@ -20,27 +20,24 @@ class FactModel(BaseModel):
     def trusted(cls, **values: Any) -> Self:
         """An instance of values a parser already checked, without validating them again.
 
-        For the hot paths that build thousands of models per node (iptables rules, nft
-        statements, neighbours): pydantic's `model_construct` resolves every default per
-        call, which costs more than the parse itself. Pass only field names, with values of
-        the declared types; defaults are filled from a per-class plan (factories called).
+        For the hot paths that build thousands of models per node from values they made
+        themselves (iptables rules, nft statements): pydantic's `model_construct` resolves
+        every default per call, which costs more than the parse itself. Pass only field
+        names, with values of the declared types; defaults are filled from a plan per class
+        and given fields (factories called). A JSON object is cheaper to check and build in
+        one `model_validate(obj, strict=True)`: pydantic's validator is not Python.
         """
         return cls.trusted_dict(values)
 
     @classmethod
     def trusted_dict(cls, values: dict[str, Any]) -> Self:
         """`trusted(**values)` for a dict the caller gives up (it is not copied)."""
-        static, factories = _PLANS.get(cls) or _plan(cls)
         key = (cls, *values)
-        fields_set = _FIELDS_SETS.get(key)
-        if fields_set is None:  # one shared set per combination: a set per model was a
-            fields_set = _FIELDS_SETS[key] = set(values)  # third of a node's facts in memory
-        for name, value in static.items():
-            if name not in values:
-                values[name] = value
+        plan = _TRUSTED_PLANS.get(key) or _trusted_plan(key, values)
+        fields_set, defaults, factories = plan
+        values.update(defaults)
         for name, factory in factories:
-            if name not in values:
-                values[name] = factory()
+            values[name] = factory()
         model = _new(cls)
         _set(model, "__dict__", values)
         _set(model, "__pydantic_fields_set__", fields_set)
@@ -50,31 +47,37 @@ class FactModel(BaseModel):
 
 
 _set = object.__setattr__
-#: (model class, the field names given) -> the `model_fields_set` those instances share
-_FIELDS_SETS: dict[tuple[Any, ...], set[str]] = {}
 _new = object.__new__
-#: per model class: (immutable defaults, (field, factory) for the others)
-_PLANS: dict[type, tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]] = {}
+_Factories = tuple[tuple[str, Callable[[], Any]], ...]
+#: (model class, the field names given) -> (the `model_fields_set` those instances share,
+#: the immutable defaults of the other fields, (field, factory) for the mutable ones)
+_TRUSTED_PLANS: dict[tuple[Any, ...], tuple[set[str], dict[str, Any], _Factories]] = {}
 
 
-def _plan(cls: type[FactModel]) -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]:
+def _trusted_plan(
+    key: tuple[Any, ...], values: dict[str, Any]
+) -> tuple[set[str], dict[str, Any], _Factories]:
+    """Resolved once per combination of given fields, so a model costs no per-field work.
+
+    One shared fields set per combination: a set per model was a third of a node's facts
+    in memory."""
+    cls = key[0]
     if cls.__pydantic_post_init__ or cls.__private_attributes__:
         raise TypeError(
             f"{cls.__name__}: trusted() cannot build models with post-init or private state"
         )
-    static: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
     factories: list[tuple[str, Callable[[], Any]]] = []
     for name, field in cls.model_fields.items():
+        if name in values or field.is_required():
+            continue
         if field.default_factory is not None:
             factories.append((name, field.default_factory))  # type: ignore[arg-type]
-        elif field.is_required():
-            continue
         elif isinstance(field.default, list | dict | set):
             factories.append((name, partial(copy, field.default)))
         else:
-            static[name] = field.default
-    plan = (static, tuple(factories))
-    _PLANS[cls] = plan
+            defaults[name] = field.default
+    plan = _TRUSTED_PLANS[key] = (set(values), defaults, tuple(factories))
     return plan
 
 

@@ -46,9 +46,11 @@ def is_container_bridge(name: str | None) -> bool:
     return name is not None and name.startswith(CONTAINER_BRIDGE_PREFIXES)
 
 
-@lru_cache(maxsize=1 << 14)
+@lru_cache(maxsize=1 << 15)
 def _interface(local: str, prefixlen: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
-    """Parsed once per address: rules ask for it on every node (ipaddress is slow)."""
+    """Parsed once per address (ipaddress is slow): the links parser checks every address
+    with it, the rules ask again. Room for a 2,000-node cluster's addresses, link-local
+    ones included, so the rules still find them after all nodes are parsed."""
     return ipaddress.ip_interface(f"{local}/{prefixlen}")
 
 
