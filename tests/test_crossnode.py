@@ -21,6 +21,7 @@ from cnidoctor.engine import run_node_rules
 from cnidoctor.facts.base import Fact, FactStatus
 from cnidoctor.facts.cluster import ClusterFacts, KubeNode
 from cnidoctor.facts.k3s import K3sConfig
+from cnidoctor.facts.network import Neighbour
 from cnidoctor.models import ClusterConfig, Finding, Severity
 from cnidoctor.rules import all_rules
 from cnidoctor.rules.addressing import HostOverlapsClusterCidr
@@ -249,6 +250,22 @@ def test_cloned_mac_on_two_nodes() -> None:
     findings = run(DuplicateMac, cluster("healthy", replace=clone))
     assert findings[0].title == "nl-k8s-02/03 have the same MAC 52:54:00:0a:00:03"
     assert findings[0].nodes == ["nl-k8s-02", "nl-k8s-03"]
+
+
+def test_an_entry_for_the_tables_own_address_counts_in_other_tables_only() -> None:
+    """One entry object in two tables (the parsers share identical entries between nodes):
+    n1 resolving its own address to n2's MAC is not counted, n3 doing so is."""
+    entry = Neighbour(dst="10.10.0.2", dev="eth0", lladdr="52:54:00:0a:00:03", state=["STALE"])
+    ctx = cluster("healthy")
+    n1, _, n3, _ = ctx.nodes
+    n1.fact(NeighboursCollector).entries.append(entry)
+    assert run(DuplicateMac, ctx) == []
+    n3.fact(NeighboursCollector).entries.append(entry)
+    [finding] = run(DuplicateMac, ctx)
+    assert finding.title == (
+        "52:54:00:0a:00:03 (nl-k8s-02's eth0) is the neighbour entry of nl-k8s-01 too"
+    )
+    assert finding.evidence[0].startswith("nl-k8s-03's neighbour table on eth0: 10.10.0.2")
 
 
 # --------------------------------------------------------------------------- MTU

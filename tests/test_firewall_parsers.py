@@ -9,6 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cnidoctor.analysis.netfilter import Packet, evaluate
+from cnidoctor.analysis.snat import egress_packet, pod_egress_nat
+from cnidoctor.collectors import firewall
 from cnidoctor.collectors.base import FactParseError
 from cnidoctor.collectors.firewall import (
     FirewalldCollector,
@@ -272,16 +275,85 @@ def test_named_sets_ranges_and_jumps_are_resolved() -> None:
 
 
 def test_iptables_nft_tables_are_recognised_and_xt_is_unknown() -> None:
-    nft = parse_nft_json(text("nft/ufw-enabled.json"))
+    captured = text("nft/ufw-enabled.json")
+    nft = parse_nft_json(captured)
     assert {t.label for t in nft.tables} == {"ip filter", "ip6 filter"}
     assert all(t.is_iptables_nft for t in nft.tables)
     assert nft.native_tables() == []
-    rules = nft.table("ip", "filter").chains["ufw-before-input"].rules
+    # iptables-nft-save has their rules: only the base chains are kept, the rules counted
+    table = nft.table("ip", "filter")
+    chains = table.chains.values()
+    assert [(c.name, c.hook, c.policy, c.rules) for c in chains] == [
+        ("INPUT", "input", "drop", []),
+        ("OUTPUT", "output", "accept", []),
+        ("FORWARD", "forward", "drop", []),
+    ]
+    rules = [item["rule"] for item in json.loads(captured)["nftables"] if "rule" in item]
+    assert table.rules_elided == sum(r["family"] == "ip" for r in rules) == 65
+    # the same rules in a native table (family inet) are read, xt expressions as unknown
+    native = parse_nft_json(captured.replace('"family": "ip", ', '"family": "inet", '))
+    assert native.table("inet", "filter").rules_elided == 0
+    rules = native.table("inet", "filter").chains["ufw-before-input"].rules
     assert rules[1].statements[0].kind == "unknown"
     assert rules[1].text == "<xt match conntrack> accept"
     firewalld = parse_nft_json(text("nft/nft-firewalld-like.json"))
     assert firewalld.table("inet", "firewalld") is not None
     assert firewalld.tables[0].chains["filter_INPUT"].prio == 10
+
+
+NFT_CAPTURES = sorted(
+    str(path.relative_to(DATA))
+    for pattern in ("nft/*.json", "snat/*.nft.json")
+    for path in DATA.glob(pattern)
+)
+
+
+def older_layout(captured: str) -> str:
+    """The document as nft before 1.0.5 printed it: each chain's rules right after it."""
+    items = json.loads(captured)["nftables"]
+    rules = [item["rule"] for item in items if "rule" in item]
+    out = []
+    for item in items:
+        if "rule" not in item:
+            out.append(item)
+        if "chain" in item:
+            c = item["chain"]
+            mine = (c["family"], c["table"], c["name"])
+            out += [{"rule": r} for r in rules if (r["family"], r["table"], r["chain"]) == mine]
+    return json.dumps({"nftables": out})
+
+
+@pytest.mark.parametrize("capture", NFT_CAPTURES)
+def test_nft_read_table_by_table_equals_the_whole_document_in_both_layouts(capture: str) -> None:
+    captured = text(capture)
+    whole = firewall._build_nft(json.loads(captured)["nftables"])
+    for layout in (captured, older_layout(captured)):
+        fast = firewall._parse_by_table(layout)
+        assert fast == whole or (fast is None and whole.tables == [])  # empty: no table to cut
+
+
+def test_damaged_iptables_nft_rules_are_read_whole_for_the_error() -> None:
+    captured = older_layout(text("nft/kube-proxy-services.json"))
+    middle = captured.index(', {"chain": {"family": "ip", "table": "nat", "name": "KUBE-SVC')
+    with pytest.raises(FactParseError, match="not JSON"):
+        parse_nft_json(captured[: middle - 30] + captured[middle:])
+
+
+def test_iptables_nft_rules_not_read_make_the_verdicts_uncertain() -> None:
+    """Without iptables-nft-save, an iptables-nft table's base chains are all nft -j gives."""
+    nft = parse_nft_json(text("nft/kube-proxy-flannel.json"))
+    [table] = nft.tables
+    assert table.rules_elided == 12 and table.chains["INPUT"].policy == "accept"
+    verdict = evaluate(Packet("tcp", 10250, "192.168.1.20"), [], nft)
+    assert verdict.accepted and verdict.uncertain
+    assert verdict.decided_by == "policy accept of chain INPUT"
+    assert "iptables-nft table ip filter (12 rules)" in verdict.notes[0]
+    snat = parse_nft_json(text("snat/flannel-masq.nft.json"))
+    nat = pod_egress_nat(egress_packet("10.42.1.12", "1.1.1.1", "eth0"), [], snat)
+    assert not nat.nat and nat.uncertain
+    assert any("iptables-nft-save" in note for note in nat.notes)
+    ipt = parse_iptables_save(text("snat/flannel-masq.nft-save.txt"), "nft")
+    assert pod_egress_nat(egress_packet("10.42.1.12", "1.1.1.1", "eth0"), [ipt], snat).nat
 
 
 def test_empty_ruleset() -> None:

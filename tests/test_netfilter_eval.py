@@ -108,10 +108,12 @@ def test_iptables_nft_tables_are_not_counted_twice_but_used_without_iptables() -
     rulesets, nft = captured("ufw-enabled")
     verdict = evaluate(tcp(10250), rulesets, nft)
     assert verdict.where.startswith("iptables-nft")
-    # without the iptables fact the same rules are walked from nft, with xt matches unknown
+    # without the iptables fact nft gives the table's chains, not its rules (iptables-nft-save
+    # has them): the verdict is the policy's, uncertain
     alone = evaluate(tcp(10250), [], nft)
     assert not alone.accepted and alone.where == "nft ip filter INPUT"
-    assert alone.uncertain and any("xt match conntrack" in n for n in alone.notes)
+    assert alone.decided_by == "policy drop of chain INPUT"
+    assert alone.uncertain and any("iptables-nft-save" in n for n in alone.notes)
 
 
 def test_docker_forward_drop_and_flannel_accept() -> None:
@@ -301,6 +303,20 @@ def test_many_unknown_rules_stay_bounded() -> None:
 
 
 # --------------------------------------------------------------------------- ports
+
+
+def test_nodes_sharing_a_ruleset_keep_their_own_verdicts() -> None:
+    """Identical rulesets (two nodes') are walked once per packet their rules can tell
+    apart: a -d test on one node's address still tells its packets from another node's."""
+    rules = "-A INPUT -d 10.0.0.9/32 -p udp -j DROP"
+    first, second = ipt(rules, policy="ACCEPT"), ipt(rules, policy="ACCEPT")
+    dropped = evaluate(Packet("udp", 8472, PEER, dst="10.0.0.9"), [first])
+    assert not dropped.accepted and dropped.decided_by == rules
+    assert evaluate(Packet("udp", 8472, PEER, dst="10.0.0.8"), [second]).accepted
+    again = evaluate(Packet("udp", 8472, PEER, dst="10.0.0.9"), [second])
+    assert again == dropped and again.path is not dropped.path
+    unknown = evaluate(Packet("udp", 8472, PEER), [second])  # the node's address not known
+    assert unknown.accepted and unknown.uncertain
 
 
 @pytest.mark.parametrize(

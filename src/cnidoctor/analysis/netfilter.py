@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from cnidoctor.facts.firewall import (
@@ -31,11 +31,13 @@ from cnidoctor.facts.firewall import (
     IptChain,
     IptRule,
     IptRuleset,
+    IptTable,
     NameMatch,
     Nftables,
     NftChain,
     NftMatch,
     NftRule,
+    NftTable,
     PortMatch,
 )
 
@@ -127,11 +129,26 @@ class _Chain:
 
 
 @dataclass
+class _Run:
+    """One base chain's outcomes for one packet, with what the walk noted on the way."""
+
+    outcomes: list[_Outcome]
+    notes: list[str]
+    broken: bool
+
+
+@dataclass
 class _BaseChain:
     where: str
     prio: int
     chain: _Chain
     chains: dict[str, _Chain]
+    #: an iptables base's -s and -d values, which its walks test the packet's addresses
+    #: against (`_walk_key`); None for nft bases, or when there are too many to be worth it
+    addresses: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    #: walks already done, by `_walk_key`: a base chain shared between nodes (`_ipt_base`)
+    #: is walked once per packet its rules can tell apart
+    runs: dict[Hashable, _Run] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- matching
@@ -151,12 +168,24 @@ def _neg(value: Tri, negated: bool) -> Tri:
 @lru_cache(maxsize=1 << 14)
 def _in_net(addr: str, spec: str) -> bool:
     """Cached: every node evaluates the same rules against a handful of addresses."""
-    ip = ipaddress.ip_address(addr)
+    ip = _ip(addr)
     if "-" in spec and "/" not in spec:
         lo, hi = spec.split("-", 1)
-        return ipaddress.ip_address(lo) <= ip <= ipaddress.ip_address(hi)
-    net = ipaddress.ip_network(spec, strict=False)
+        return _ip(lo) <= ip <= _ip(hi)
+    net = _net(spec)
     return ip.version == net.version and ip in net
+
+
+@lru_cache(maxsize=1 << 14)
+def _ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Parsed once: a node's own address meets every -d of its rules."""
+    return ipaddress.ip_address(addr)
+
+
+@lru_cache(maxsize=1 << 12)
+def _net(spec: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parsed once: every node's rules name the same networks."""
+    return ipaddress.ip_network(spec, strict=False)
 
 
 @lru_cache(maxsize=1 << 12)
@@ -503,7 +532,17 @@ class _Walker:
         return out
 
 
-def _run_base(base: _BaseChain, packet: Packet) -> tuple[list[_Outcome], _Walker]:
+#: walks remembered per base chain before its memo is cleared (a base shared by 2,000
+#: nodes sees each node's own INPUT packets)
+_RUNS_MAX = 4096
+
+
+def _run_base(base: _BaseChain, packet: Packet) -> _Run:
+    """The walk of `base` for `packet`, remembered on the base (never modified after)."""
+    key = _walk_key(base, packet)
+    run = base.runs.get(key)
+    if run is not None:
+        return run
     walker = _Walker(packet, base.chains)
     outcomes = walker.walk(base.chain, 0, [base.chain.name], 0, 0)
     policy = (base.chain.policy or "accept").lower()
@@ -514,7 +553,35 @@ def _run_base(base: _BaseChain, packet: Packet) -> tuple[list[_Outcome], _Walker
             decided = f"policy {base.chain.policy or 'ACCEPT'} of chain {base.chain.name}"
             o = _Outcome(kind, decided, o.path, o.forks)
         settled.append(o)
-    return settled, walker
+    if len(base.runs) >= _RUNS_MAX:
+        base.runs.clear()
+    run = base.runs[key] = _Run(settled, walker.notes, walker.broken)
+    return run
+
+
+def _walk_key(base: _BaseChain, p: Packet) -> Hashable:
+    """What of `p` the walk of `base` can tell apart. An iptables rule sees the packet's
+    addresses only through `_in_net` against its -s/-d values, so every node's INPUT
+    packet (each to its own address) is one walk when those tests agree: kube-proxy's
+    INPUT chains test 127.0.0.0/8 only. Nothing else of the packet is left out."""
+    if base.addresses is None:
+        return p
+    sources, destinations = base.addresses
+    unaddressed = replace(p, src=None, dst=None)
+    return unaddressed, _tests(p.src, sources), _tests(p.dst, destinations)
+
+
+def _tests(addr: str | None, specs: tuple[str, ...]) -> tuple[bool | None, ...] | None:
+    """`addr` in each of `specs` (None where `_in_net` cannot tell); None for no address."""
+    if addr is None:
+        return None
+    out: list[bool | None] = []
+    for spec in specs:
+        try:
+            out.append(_in_net(addr, spec))
+        except (ValueError, TypeError):  # TypeError: a range of the other IP version
+            out.append(None)
+    return tuple(out)
 
 
 def _ipt_bases(rulesets: Sequence[IptRuleset], hook: str) -> list[_BaseChain]:
@@ -524,16 +591,41 @@ def _ipt_bases(rulesets: Sequence[IptRuleset], hook: str) -> list[_BaseChain]:
         if rs.family != "ipv4" or "filter" not in rs.tables:
             continue
         table = rs.tables["filter"]
-        if name not in table.chains:
-            continue
-        chains = {
-            c.name: _Chain(
-                c.name, c.policy, [_Rule(r.text, _ipt_decide(r, table.chains)) for r in c.rules]
-            )
-            for c in table.chains.values()
-        }
-        out.append(_BaseChain(f"{rs.label} filter {name}", 0, chains[name], chains))
+        if name in table.chains:
+            out.append(_ipt_base(f"{rs.label} filter {name}", name, table))
     return out
+
+
+#: compiled iptables base chains by content: (where, then each chain's name, policy and
+#: the ids of its rules) -> (the base, the table whose rules those ids are, kept alive).
+#: kube-proxy and the CNI write the same filter rules on every node and the parser shares
+#: identical rules between nodes, so a cluster's nodes compile and walk one base chain.
+_IPT_COMPILED: dict[tuple[object, ...], tuple[_BaseChain, IptTable]] = {}
+_IPT_COMPILED_MAX = 64
+#: beyond this many -s/-d values, testing them all costs more than walking the packet
+_KEYED_ADDRESSES_MAX = 32
+
+
+def _ipt_base(where: str, name: str, table: IptTable) -> _BaseChain:
+    key = (where, *((c.name, c.policy, *map(id, c.rules)) for c in table.chains.values()))
+    cached = _IPT_COMPILED.get(key)
+    if cached is not None:
+        return cached[0]
+    chains = {
+        c.name: _Chain(
+            c.name, c.policy, [_Rule(r.text, _ipt_decide(r, table.chains)) for r in c.rules]
+        )
+        for c in table.chains.values()
+    }
+    rules = [r for c in table.chains.values() for r in c.rules]
+    sources = tuple(sorted({r.src.value for r in rules if r.src is not None}))
+    destinations = tuple(sorted({r.dst.value for r in rules if r.dst is not None}))
+    few = len(sources) + len(destinations) <= _KEYED_ADDRESSES_MAX
+    base = _BaseChain(where, 0, chains[name], chains, (sources, destinations) if few else None)
+    if len(_IPT_COMPILED) >= _IPT_COMPILED_MAX:
+        _IPT_COMPILED.clear()
+    _IPT_COMPILED[key] = (base, table)
+    return base
 
 
 def _nft_bases(nft: Nftables, hook: str, skip_xtables: bool) -> list[_BaseChain]:
@@ -542,12 +634,28 @@ def _nft_bases(nft: Nftables, hook: str, skip_xtables: bool) -> list[_BaseChain]
         if table.family not in ("ip", "inet") or (skip_xtables and table.is_iptables_nft):
             continue
         chains = {c.name: _nft_chain(c) for c in table.chains.values()}
+        if table.rules_elided:  # an iptables-nft table, but no iptables-nft-save was read
+            for chain in chains.values():
+                chain.rules = _unread_rules(table)
         for c in table.chains.values():
             if c.hook == hook and (c.type or "filter") == "filter":
                 out.append(
                     _BaseChain(f"nft {table.label} {c.name}", c.prio or 0, chains[c.name], chains)
                 )
     return out
+
+
+def _unread_rules(table: NftTable) -> list[_Rule]:
+    """Stand-ins for an iptables-nft table's rules, not read from `nft -j` (they are
+    iptables-nft-save's): either may decide, so the walk follows accept and drop, and the
+    verdict is uncertain."""
+    text = f"iptables-nft table {table.label} ({table.rules_elided} rules)"
+    why = "its rules are read from iptables-nft-save, which was not available"
+
+    def may(action: str) -> _Rule:
+        return _Rule(text, lambda _packet: (None, why, action, None))
+
+    return [may("accept"), may("drop")]
 
 
 def _nft_chain(chain: NftChain) -> _Chain:
@@ -594,13 +702,13 @@ def evaluate(
     primary: tuple[_BaseChain, _Outcome] | None = None
     last: tuple[_BaseChain, _Outcome] | None = None
     for base in bases:
-        outcomes, walker = _run_base(base, packet)
-        notes += [n for n in walker.notes if n not in notes]
-        broken = broken or walker.broken
-        kinds = {o.kind for o in outcomes}
+        run = _run_base(base, packet)
+        notes += [n for n in run.notes if n not in notes]
+        broken = broken or run.broken
+        kinds = {o.kind for o in run.outcomes}
         can_accept = can_accept and "accept" in kinds
         can_drop = can_drop or "drop" in kinds
-        first = min(outcomes, key=lambda o: o.forks)
+        first = min(run.outcomes, key=lambda o: o.forks)
         last = (base, first)
         if primary is None and first.kind == "drop":
             primary = last
@@ -610,7 +718,7 @@ def evaluate(
     return Verdict(
         accepted=outcome.kind == "accept",
         decided_by=outcome.decided_by or "",
-        path=outcome.path,
+        path=list(outcome.path),  # the outcome is remembered: the verdict gets its own list
         uncertain=(can_accept and can_drop) or broken,
         where=base.where,
         notes=notes,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cnidoctor.analysis.netfilter import Packet, _ipt_decide, _nft_match
+from cnidoctor.analysis.netfilter import Packet, _ipt_match, _nft_match
 from cnidoctor.facts.firewall import IptChain, IptRuleset, Nftables, NftChain
 
 MAX_DEPTH = 32
@@ -59,9 +59,7 @@ class _Walk:
         self, chain: IptChain, chains: dict[str, IptChain], depth: int
     ) -> tuple[str, str | None]:
         for rule in chain.rules:
-            matched, why, _, _ = _ipt_decide(rule.model_copy(update={"target": None}), chains)(
-                self.packet
-            )
+            matched, why = _ipt_match(rule, self.packet)  # the matches only: targets below
             if matched is False:
                 continue
             target = rule.target
@@ -148,6 +146,11 @@ def pod_egress_nat(
                 if chain.hook == "postrouting" and chain.type == "nat":
                     label = f"nft {table.label} {chain.name}"
                     bases.append((chain.prio or 0, label, chain, table.chains))
+                    if table.rules_elided:  # iptables-nft's, but no iptables-nft-save was read
+                        walk.note(
+                            f"{label}: its rules are read from iptables-nft-save, "
+                            "which was not available"
+                        )
         for _, where, chain, chains in sorted(bases, key=lambda b: (b[0], b[1])):
             walked.append(where)
             kind, by = walk.nft(chain, chains, 0)

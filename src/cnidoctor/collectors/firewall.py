@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from cnidoctor.collectors.base import Collector, FactAbsent, FactParseError, is_missing_file
+from cnidoctor.collectors.json_output import loads
 from cnidoctor.facts.firewall import (
     AddrMatch,
     Firewalld,
@@ -31,6 +31,7 @@ from cnidoctor.facts.firewall import (
     NftTable,
     PortMatch,
     Ufw,
+    is_iptables_nft_table,
 )
 from cnidoctor.transports.base import Command, CommandResult
 
@@ -240,15 +241,27 @@ def _parse_rule_line(line: str, number: int) -> IptRule:
 def _parse_iptables_save(text: str, backend: str, family: str) -> IptRuleset:
     tables: dict[str, IptTable] = {}
     table: IptTable | None = None
+    chains: dict[str, IptChain] | None = None  # the open table's
+    seen = _RULES_SEEN
     for number, raw in enumerate(text.splitlines(), 1):
+        # most lines are rules already met, on this node or another: looked up first, as is
+        rule = seen.get(raw)
+        if rule is not None and chains is not None:
+            chain = chains.get(rule.chain)
+            if chain is None:
+                raise FactParseError(
+                    f"iptables-save line {number}: rule for undeclared chain {rule.chain!r}"
+                )
+            chain.rules.append(rule)
+            continue
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line or line[0] == "#":
             header = _HEADER.match(line)
             if header and backend == "default":
                 # 1.8 prints "(nf_tables)" or "(legacy)"; older versions are legacy only
                 backend = "nft" if header.group(1) == "nf_tables" else "legacy"
             continue
-        if line.startswith("*"):
+        if line[0] == "*":
             if table is not None:
                 raise FactParseError(
                     f"iptables-save line {number}: table {table.name} has no COMMIT"
@@ -257,28 +270,31 @@ def _parse_iptables_save(text: str, backend: str, family: str) -> IptRuleset:
             if not name or not name.isidentifier():
                 raise FactParseError(f"iptables-save line {number}: bad table name {name!r}")
             table = IptTable(name=name)
+            chains = table.chains
             continue
-        if table is None:
+        if table is None or chains is None:
             raise FactParseError(f"iptables-save line {number}: {line[:60]!r} outside a table")
-        if line == "COMMIT":
-            tables[table.name] = table
-            table = None
-        elif line.startswith(":"):
+        if line[0] == ":":
             parts = line[1:].split()
             if len(parts) not in (2, 3):
                 raise FactParseError(f"iptables-save line {number}: bad chain line {line[:60]!r}")
             policy = None if parts[1] == "-" else parts[1]
-            table.chains[parts[0]] = IptChain.trusted(name=parts[0], policy=policy)
+            chains[parts[0]] = IptChain.trusted_dict(
+                {"name": parts[0], "policy": policy, "rules": []}
+            )
         elif line.startswith("-A "):
-            rule = _RULES_SEEN.get(line)
+            rule = seen.get(line)
             if rule is None:
                 rule = _parse_rule_line(line, number)
-            chain = table.chains.get(rule.chain)
+            chain = chains.get(rule.chain)
             if chain is None:
                 raise FactParseError(
                     f"iptables-save line {number}: rule for undeclared chain {rule.chain!r}"
                 )
             chain.rules.append(rule)
+        elif line == "COMMIT":
+            tables[table.name] = table
+            table = chains = None
         else:
             raise FactParseError(f"iptables-save line {number}: unexpected line {line[:60]!r}")
     if table is not None:
@@ -316,11 +332,13 @@ class IptablesCollector(Collector):
                 if not result.ok:
                     problems.append(f"{result.display}: {_failure(result)}")
                     continue
-                warnings += [
-                    line.lstrip("# ").strip()
-                    for line in (result.stdout + "\n" + result.stderr).splitlines()
-                    if line.startswith("# Warning") and line.lstrip("# ").strip() not in warnings
-                ]
+                if "# Warning" in result.stdout or "# Warning" in result.stderr:
+                    warnings += [
+                        line.lstrip("# ").strip()
+                        for line in (result.stdout + "\n" + result.stderr).splitlines()
+                        if line.startswith("# Warning")
+                        and line.lstrip("# ").strip() not in warnings
+                    ]
                 rulesets.append(parse_iptables_save(result.stdout, backend, family))
         if not any(r.family == "ipv4" for r in rulesets):
             if problems:
@@ -466,55 +484,6 @@ def _statement(expr: Any, sets: dict[str, list[str]]) -> NftStatement:
     return NftStatement.trusted(kind="unknown", raw=json.dumps(expr)[:120])
 
 
-#: statement key -> (statement, its rendering). iptables-nft rules repeat the same few
-#: expressions (xt comment, counters, tcp dport 80, jumps) across rules and nodes; each is
-#: built once and shared (statements are never modified after parsing).
-_STATEMENTS_SEEN: dict[tuple[Any, ...], tuple[NftStatement, str]] = {}
-_STATEMENTS_SEEN_MAX = 100_000
-
-
-def _statement_key(expr: Any, sets: dict[str, list[str]]) -> tuple[Any, ...] | None:
-    """A hashable key that determines `_statement(expr, sets)`, or None (not cached)."""
-    if not isinstance(expr, dict) or len(expr) != 1:
-        return None
-    kind = next(iter(expr))
-    body = expr[kind]
-    if kind in _NOOPS:
-        return ("noop", kind)
-    if kind == "xt" and isinstance(body, dict):
-        key = ("xt", body.get("type"), body.get("name"))
-        return key if all(isinstance(k, str | None) for k in key) else None
-    if kind in _VERDICTS and (body is None or isinstance(body, dict)):
-        target = body.get("target") if isinstance(body, dict) else None
-        return (kind, target) if isinstance(target, str | None) else None
-    if kind == "match" and isinstance(body, dict):
-        right = body.get("right")
-        if isinstance(right, str) and right.startswith("@"):
-            return None  # a named set: depends on `sets`
-        try:
-            field, proto, family = _field(body.get("left"))
-            values = tuple(_values(right, sets))
-        except _Unknown:
-            return None
-        return ("match", field, proto, family, str(body.get("op", "==")), values)
-    return None
-
-
-def _statement_seen(expr: Any, sets: dict[str, list[str]]) -> tuple[NftStatement, str]:
-    key = _statement_key(expr, sets)
-    if key is not None:
-        seen = _STATEMENTS_SEEN.get(key)
-        if seen is not None:
-            return seen
-    statement = _statement(expr, sets)
-    entry = (statement, render_statement(statement))
-    if key is not None:
-        if len(_STATEMENTS_SEEN) >= _STATEMENTS_SEEN_MAX:
-            _STATEMENTS_SEEN.clear()
-        _STATEMENTS_SEEN[key] = entry
-    return entry
-
-
 def render_statement(st: NftStatement) -> str:
     """nft-like text of a normalised statement, for evidence."""
     if st.kind == "match" and st.match:
@@ -536,19 +505,19 @@ def render_statement(st: NftStatement) -> str:
 
 
 def parse_nft_json(text: str) -> Nftables:
-    """`nft -j list ruleset`: tables, chains with hook/priority/policy, normalised rules."""
-    pieces = _split_nft(text)
-    if pieces is not None:
-        try:
-            return _build_nft(_nft_items(pieces))
-        except _NotSplittable:
-            pass  # not the layout the fast path knows: the whole document, the usual way
-        except FactParseError:
-            raise
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise FactParseError(f"nft -j: {type(exc).__name__}: {exc}") from exc
+    """`nft -j list ruleset`: tables, chains with hook/priority/policy, normalised rules.
+
+    Of an iptables-nft table only the base chains are read and the rules counted (see
+    `NftTable.rules_elided`): a kube-proxy node repeats its iptables rules there, and
+    decoding them was most of the time a large snapshot took to analyse."""
     try:
-        data = json.loads(text) if text.strip() else {"nftables": []}
+        fast = _parse_by_table(text)
+    except (ValueError, TypeError, LookupError, AttributeError, RecursionError, FactParseError):
+        fast = None  # the whole document, read below, gives the error
+    if fast is not None:
+        return fast
+    try:
+        data = loads(text) if text.strip() else {"nftables": []}
     except (json.JSONDecodeError, RecursionError) as exc:
         raise FactParseError(f"nft -j: not JSON ({exc})") from exc
     items = data.get("nftables") if isinstance(data, dict) else None
@@ -562,165 +531,190 @@ def parse_nft_json(text: str) -> Nftables:
         raise FactParseError(f"nft -j: {type(exc).__name__}: {exc}") from exc
 
 
-# ------------------------------------------------------------------ nft -j, across many nodes
+def _build_nft(items: list[Any]) -> Nftables:
+    """The ruleset of the whole document's objects."""
+    ruleset = _Ruleset()
+    rules = ruleset.add(items)
+    ruleset.settle()
+    for rule in rules:
+        ruleset.add_rule(rule)
+    return ruleset.result()
+
+
+class _Ruleset:
+    """Nftables from `nft -j` objects: tables, sets and chains first, then rules.
+
+    nft prints a table's rules after its chains and sets; reading every chain first also
+    settles which tables are iptables-nft's before any rule is read."""
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple[str, str], NftTable] = {}
+        self.sets: dict[tuple[str, str], dict[str, list[str]]] = {}
+        #: each table's chain objects, built by settle()
+        self.chains: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        #: the iptables-nft tables, and how many rules of theirs were counted, not read
+        self.elided: dict[tuple[str, str], int] = {}
+
+    def add(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Takes the tables, sets and chains; returns the rules' bodies (for add_rule, once
+        settled). Other objects are skipped."""
+        tables, chains, sets = self.tables, self.chains, self.sets
+        rules = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise FactParseError("nft -j: an entry is not an object")
+            if isinstance(item.get("table"), dict):
+                t = item["table"]
+                tables[(t["family"], t["name"])] = NftTable(family=t["family"], name=t["name"])
+                chains[(t["family"], t["name"])] = []
+            elif isinstance(item.get("set"), dict):
+                s = item["set"]
+                try:
+                    elems = _values(s.get("elem", []), {})
+                except _Unknown:
+                    continue  # a set we cannot read stays unresolved: matches on it are unknown
+                sets.setdefault((s["family"], s["table"]), {})[s["name"]] = elems
+            elif isinstance(item.get("chain"), dict):
+                c = item["chain"]
+                table_chains = chains.get((c["family"], c["table"]))
+                if table_chains is None:
+                    raise FactParseError(f"nft -j: chain {c['name']!r} of an unknown table")
+                table_chains.append(c)
+            elif isinstance(item.get("rule"), dict):
+                rules.append(item["rule"])
+        return rules
+
+    def settle(self) -> None:
+        """Builds the chains: all of a native table's, the base chains of an iptables-nft one."""
+        for key, chains in self.chains.items():
+            table = self.tables[key]
+            base = [_nft_chain_values(c) for c in chains if c.get("hook") is not None]
+            if is_iptables_nft_table(table.family, table.name, [c["name"] for c in base]):
+                self.elided[key] = 0
+            else:
+                base = [_nft_chain_values(c) for c in chains]
+            table.chains.update((c["name"], NftChain.trusted_dict(c)) for c in base)
+
+    def add_rule(self, r: dict[str, Any]) -> None:
+        key = (r["family"], r["table"])
+        if key in self.elided:
+            self.elided[key] += 1
+            return
+        table = self.tables.get(key)
+        chain = table.chains.get(r["chain"]) if table else None
+        if chain is None:
+            raise FactParseError(f"nft -j: rule of an unknown chain {r.get('chain')!r}")
+        exprs = r.get("expr", [])
+        if not isinstance(exprs, list):
+            raise FactParseError("nft -j: rule expr is not a list")
+        named = self.sets.get(key, {})
+        statements = [_statement(e, named) for e in exprs]
+        rendered = [(st, render_statement(st)) for st in statements]
+        comment = r.get("comment") if isinstance(r.get("comment"), str) else None
+        text = " ".join(txt for st, txt in rendered if st.kind != "noop")
+        text = text or " ".join(txt for _, txt in rendered) or "(empty rule)"
+        if comment:
+            text += f' comment "{comment}"'
+        handle = r.get("handle")
+        if handle is not None and (not isinstance(handle, int) or isinstance(handle, bool)):
+            raise FactParseError(f"nft -j: rule handle {handle!r} is not a number")
+        chain.rules.append(
+            NftRule.trusted(handle=handle, comment=comment, statements=statements, text=text)
+        )
+
+    def result(self) -> Nftables:
+        for key, count in self.elided.items():
+            if count:
+                self.tables[key].rules_elided = count
+        return Nftables(tables=list(self.tables.values()))
+
+
+# ------------------------------------------------------------------ nft -j, table by table
 #
-# A kube-proxy node's `nft -j list ruleset` holds its iptables-nft rules again: 200 rules
-# are 80 KB of JSON, and decoding it is most of a node's analysis. The rules are the same
-# on every node but for their counters and handles, so the document is cut into its
-# top-level objects (nft prints them as `{"rule": {"family": ...}}` separated by ", ";
-# an unescaped `{"rule": {"family": "` cannot occur inside a JSON string), and a rule whose
-# text, counters and handle aside, was already parsed is not decoded again: its parsed
-# form is reused with this node's handle. Anything unexpected falls back to json.loads of
-# the whole document, which also gives the usual errors.
+# nft prints `{"nftables": [metainfo, table, its objects..., table, ...]}` with ", " between
+# objects, each object but metainfo starting `{"KIND": {"family": "` (an unescaped `{"`
+# never occurs in a JSON string) and each rule ending with its expressions, `]}}`. The
+# document is cut at its tables; each table's chains, sets... are decoded, then its rules,
+# which nft prints after its other objects (before 1.0.5, each chain's rules after the
+# chain). The rules of an iptables-nft table are only counted: damage inside them goes
+# unnoticed, as they are not read. Whatever does not cut as expected is read as a whole
+# document instead.
 
-_NFT_OBJECTS = (
-    "metainfo|table|chain|rule|set|map|element|flowtable|counter|quota|"
-    "ct helper|ct timeout|ct expectation|limit|secmark|synproxy|tunnel"
-)
-_NFT_SPLIT = re.compile(r', (?=\{"(?:' + _NFT_OBJECTS + r')": \{"(?:family|version)": )')
-_NFT_RULE = re.compile(
-    r'\{"rule": \{"family": "(\w+)", "table": "([^"\\]*)", "chain": "([^"\\]*)", '
-    r'"handle": (\d+), '
-)
-_NFT_CHAIN = re.compile(
-    r'\{"chain": \{"family": "\w+", "table": "[^"\\]*", "name": "[^"\\]*", "handle": (\d+)'
-)
-_NFT_COUNTER = re.compile(r'"packets": \d+, "bytes": \d+')
-#: chain text, handle aside -> its checked fields (each node gets its own NftChain)
-_NFT_CHAINS_SEEN: dict[str, dict[str, Any]] = {}
-#: normalised rule text -> (family, table, chain, parsed rule); cleared past the bound
-_NFT_RULES_SEEN: dict[str, tuple[str, str, str, NftRule]] = {}
-_NFT_RULES_SEEN_MAX = 50_000
+_OPEN = '{"nftables": ['
+_TABLE = '{"table": {"family": "'
+_RULE = '{"rule": {"family": "'
+_RULE_AFTER = ", " + _RULE
+_CHAIN_AFTER = ', {"chain": {"family": "'
+#: a rule right after a rule
+_RULE_AFTER_RULE = "]}}" + _RULE_AFTER
 
 
-class _NotSplittable(Exception):
-    """The fast path cannot read this document; the whole-document path will."""
-
-
-@dataclass
-class _SeenChain:
-    values: dict[str, Any]
-
-
-@dataclass
-class _SeenRule:
-    family: str
-    table: str
-    chain: str
-    rule: NftRule
-
-
-def _split_nft(text: str) -> list[str] | None:
+def _parse_by_table(text: str) -> Nftables | None:
+    """The ruleset, or None when `text` is not laid out as nft prints it."""
     body = text.strip()
-    if not (body.startswith('{"nftables": [{') and body.endswith("}]}")):
+    if not (body.startswith(_OPEN) and body.endswith("]}")):
         return None
-    return _NFT_SPLIT.split(body[len('{"nftables": [') : -2])
+    body = body[len(_OPEN) : -2]
+    starts = []
+    at = body.find(_TABLE)
+    while at >= 0:
+        starts.append(at)
+        at = body.find(_TABLE, at + 1)
+    if not starts or any(body[at - 2 : at] != ", " for at in starts[1:]):
+        return None
+    ruleset = _Ruleset()
+    if ruleset.add(loads(f"[{body[: starts[0]].rstrip(', ')}]")):
+        return None  # a rule before any table
+    tables = []
+    for start, end in zip(starts, [at - 2 for at in starts[1:]] + [len(body)], strict=True):
+        objects, runs = _cut(body, start, end)
+        items = loads(f"[{', '.join(objects)}]")
+        if ruleset.add(items):
+            return None  # a rule where the other objects were expected
+        tables.append(((items[0]["table"]["family"], items[0]["table"]["name"]), runs))
+    ruleset.settle()
+    for key, runs in tables:
+        if key in ruleset.elided:
+            count = _count_rules(body, runs, *key)
+            if count is None:
+                return None  # damaged or cut short
+            ruleset.elided[key] += count
+        elif runs:
+            for item in loads(f"[{', '.join(body[a:b] for a, b in runs)}]"):
+                if not (isinstance(item, dict) and isinstance(item.get("rule"), dict)):
+                    return None
+                ruleset.add_rule(item["rule"])
+    return ruleset.result()
 
 
-def _nft_items(pieces: list[str]) -> Iterator[tuple[Any, str | None]]:
-    """(decoded object or _SeenRule, the key to remember a newly parsed rule under)."""
-    for piece in pieces:
-        chain = _NFT_CHAIN.match(piece)
-        if chain is not None:
-            key = piece[: chain.start(1)] + piece[chain.end(1) :]
-            values = _NFT_CHAINS_SEEN.get(key)
-            yield (_SeenChain(values) if values is not None else json.loads(piece)), key
-            continue
-        head = _NFT_RULE.match(piece)
-        key = None
-        if head is not None and '"@' not in piece:  # named sets differ between nodes
-            key = _NFT_COUNTER.sub('"packets": 0, "bytes": 0', piece)
-            key = key[: head.start(4)] + key[head.end(4) :]
-            seen = _NFT_RULES_SEEN.get(key)
-            if seen is not None:
-                family, table, chain, rule = seen
-                handle = int(head.group(4))
-                if handle != rule.handle:
-                    rule = NftRule.trusted(
-                        handle=handle,
-                        comment=rule.comment,
-                        statements=rule.statements,
-                        text=rule.text,
-                    )
-                yield _SeenRule(family, table, chain, rule), None
-                continue
-        try:
-            yield json.loads(piece), key
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise _NotSplittable from exc
+def _cut(body: str, start: int, end: int) -> tuple[list[str], list[tuple[int, int]]]:
+    """One table's objects, `body[start:end]`: (the JSON of its table, chains, sets...;
+    the (start, end) of each run of its rules)."""
+    objects: list[str] = []
+    runs: list[tuple[int, int]] = []
+    while True:
+        rule = body.find(_RULE_AFTER, start, end)
+        if rule < 0:
+            objects.append(body[start:end])
+            break
+        objects.append(body[start:rule])
+        chain = body.find(_CHAIN_AFTER, rule, end)  # before nft 1.0.5, the next chain's
+        runs.append((rule + 2, end if chain < 0 else chain))
+        if chain < 0:
+            break
+        start = chain + 2
+    return objects, runs
 
 
-def _build_nft(items: Iterable[Any]) -> Nftables:
-    """Tables, sets, chains and rules from the ruleset's objects, in order. `items` are the
-    decoded objects, or (object, key) pairs from the fast path."""
-    tables: dict[tuple[str, str], NftTable] = {}
-    sets: dict[tuple[str, str], dict[str, list[str]]] = {}
-    for entry in items:
-        item, key = entry if isinstance(entry, tuple) else (entry, None)
-        if isinstance(item, _SeenChain):
-            values = item.values  # checked when first seen
-            table = tables.get((values["family"], values["table"]))
-            if table is None:
-                raise FactParseError(f"nft -j: chain {values['name']!r} of an unknown table")
-            table.chains[values["name"]] = NftChain.trusted_dict(dict(values))
-            continue
-        if isinstance(item, _SeenRule):
-            table = tables.get((item.family, item.table))
-            chain = table.chains.get(item.chain) if table else None
-            if chain is None:
-                raise FactParseError(f"nft -j: rule of an unknown chain {item.chain!r}")
-            chain.rules.append(item.rule)
-            continue
-        if not isinstance(item, dict):
-            raise FactParseError("nft -j: an entry is not an object")
-        if isinstance(item.get("table"), dict):
-            t = item["table"]
-            tables[(t["family"], t["name"])] = NftTable(family=t["family"], name=t["name"])
-        elif isinstance(item.get("set"), dict):
-            s = item["set"]
-            try:
-                elems = _values(s.get("elem", []), {})
-            except _Unknown:
-                continue  # a set we cannot read stays unresolved: matches on it are unknown
-            sets.setdefault((s["family"], s["table"]), {})[s["name"]] = elems
-        elif isinstance(item.get("chain"), dict):
-            c = item["chain"]
-            table = tables.get((c["family"], c["table"]))
-            if table is None:
-                raise FactParseError(f"nft -j: chain {c['name']!r} of an unknown table")
-            values = _nft_chain_values(c)
-            table.chains[c["name"]] = NftChain.trusted_dict(dict(values))
-            if key is not None and key not in _NFT_CHAINS_SEEN:
-                if len(_NFT_CHAINS_SEEN) >= _NFT_RULES_SEEN_MAX:
-                    _NFT_CHAINS_SEEN.clear()
-                _NFT_CHAINS_SEEN[key] = values
-        elif isinstance(item.get("rule"), dict):
-            r = item["rule"]
-            table = tables.get((r["family"], r["table"]))
-            chain = table.chains.get(r["chain"]) if table else None
-            if chain is None:
-                raise FactParseError(f"nft -j: rule of an unknown chain {r.get('chain')!r}")
-            exprs = r.get("expr", [])
-            if not isinstance(exprs, list):
-                raise FactParseError("nft -j: rule expr is not a list")
-            named = sets.get((r["family"], r["table"]), {})
-            rendered = [_statement_seen(e, named) for e in exprs]
-            statements = [st for st, _ in rendered]
-            comment = r.get("comment") if isinstance(r.get("comment"), str) else None
-            text = " ".join(txt for st, txt in rendered if st.kind != "noop")
-            text = text or " ".join(txt for _, txt in rendered) or "(empty rule)"
-            if comment:
-                text += f' comment "{comment}"'
-            handle = r.get("handle")
-            if handle is not None and (not isinstance(handle, int) or isinstance(handle, bool)):
-                raise FactParseError(f"nft -j: rule handle {handle!r} is not a number")
-            rule = NftRule.trusted(handle=handle, comment=comment, statements=statements, text=text)
-            chain.rules.append(rule)
-            if key is not None:
-                if len(_NFT_RULES_SEEN) >= _NFT_RULES_SEEN_MAX:
-                    _NFT_RULES_SEEN.clear()
-                _NFT_RULES_SEEN[key] = (r["family"], r["table"], r["chain"], rule)
-    return Nftables(tables=list(tables.values()))
+def _count_rules(body: str, runs: list[tuple[int, int]], family: str, table: str) -> int | None:
+    """How many rules the runs hold; None unless each run looks like rules of `family
+    table` only: starting with one, each next right after a rule, ending as a rule does."""
+    mine = f'{_RULE}{family}", "table": "{table}", '
+    if not all(body.startswith(mine, a) and body.endswith("]}}", a, b) for a, b in runs):
+        return None
+    rules = sum(body.count(mine, a, b) for a, b in runs)
+    after_rules = sum(body.count(_RULE_AFTER_RULE, a, b) for a, b in runs)
+    return rules if after_rules == rules - len(runs) else None
 
 
 _CHAIN_TEXT_KEYS = ("family", "table", "name", "type", "hook", "policy")
@@ -747,7 +741,10 @@ def _nft_chain_values(c: dict[str, Any]) -> dict[str, Any]:
 
 class NftablesCollector(Collector):
     name = "nftables"
-    description = "the nftables ruleset (`nft -j list ruleset`), native and iptables-nft tables"
+    description = (
+        "the nftables ruleset (`nft -j list ruleset`): native tables, and the base chains of "
+        "iptables-nft's (whose rules iptables-nft-save gives)"
+    )
     commands = (Command(("nft", "-j", "list", "ruleset")),)
 
     @classmethod

@@ -7,6 +7,8 @@ evaluator can say it could not judge it instead of guessing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import Field
 
 from cnidoctor.facts.base import FactModel
@@ -191,6 +193,10 @@ class NftTable(FactModel):
     family: str
     name: str
     chains: dict[str, NftChain] = Field(default_factory=dict)
+    #: an iptables-nft table (`is_iptables_nft`) is read only for its base chains: its rules
+    #: (counted here) and its user chains are iptables-nft's, read from `iptables-nft-save`
+    #: (`nft -j` repeats them as 80 KB of JSON per kube-proxy node)
+    rules_elided: int = 0
 
     @property
     def label(self) -> str:
@@ -198,16 +204,19 @@ class NftTable(FactModel):
 
     @property
     def is_iptables_nft(self) -> bool:
-        """A table iptables-nft manages (its rules are also in `iptables-nft-save`).
+        """A table iptables-nft manages (its rules are read from `iptables-nft-save`)."""
+        return is_iptables_nft_table(
+            self.family, self.name, [c.name for c in self.chains.values() if c.is_base]
+        )
 
-        iptables-nft creates tables of family ip/ip6 named filter/nat/mangle/raw/security
-        whose base chains carry iptables' upper-case built-in names (INPUT, FORWARD...);
-        native nftables configurations use other families, names or lower-case chains.
-        """
-        if self.family not in ("ip", "ip6") or self.name not in XTABLES_TABLES:
-            return False
-        base = [c.name for c in self.chains.values() if c.is_base]
-        return all(name in BUILTIN_CHAINS for name in base)
+
+def is_iptables_nft_table(family: str, name: str, base_chains: Iterable[str]) -> bool:
+    """iptables-nft creates tables of family ip/ip6 named filter/nat/mangle/raw/security
+    whose base chains carry iptables' upper-case built-in names (INPUT, FORWARD...); native
+    nftables configurations use other families, names or lower-case chains."""
+    if family not in ("ip", "ip6") or name not in XTABLES_TABLES:
+        return False
+    return all(chain in BUILTIN_CHAINS for chain in base_chains)
 
 
 class Nftables(FactModel):

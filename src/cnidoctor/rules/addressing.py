@@ -6,7 +6,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
 
 from cnidoctor.analysis.cni_detect import cni_in_use
 from cnidoctor.analysis.cni_settings import interface_setting
@@ -62,7 +63,7 @@ class HostOverlapsClusterCidr(Rule):
     )
 
     def check(self, node: NodeContext) -> Iterator[Hit]:
-        cluster_nets = node.cluster_networks
+        cluster_nets = tuple(node.cluster_networks)
         if not cluster_nets:
             return  # nothing to compare with: the inventory or API did not say
         links: Links = node.fact(LinksCollector)
@@ -76,32 +77,33 @@ class HostOverlapsClusterCidr(Rule):
                 if address.scope != "global":
                     continue
                 host_net = address.interface.network
-                overlaps = [(lb, n) for lb, n in cluster_nets if _overlap(host_net, n)]
+                overlaps = _overlaps(host_net, cluster_nets)
                 if not overlaps:
                     continue
                 covered.add((link.ifname, str(host_net)))
                 yield self._address_hit(link, address, host_net, overlaps, cluster_nets)
         for route in routes.routes if routes is not None else []:
-            net = route.network
-            if route.type != "unicast" or route.is_default or net is None:
+            if route.type != "unicast" or route.is_default or _through_cni_device(route):
                 continue
-            if any(is_cni_device(dev) for dev in route.devices):
+            net = route.network
+            if net is None:
+                continue
+            overlaps = _overlaps(net, cluster_nets)
+            if not overlaps:
                 continue
             if route.dev and (route.dev, str(net)) in covered:
                 continue  # the kernel's route of an address already reported
             if pod_net is not None and _is_pod_subnet_route(route, net, pod_net):
                 continue
-            overlaps = [(lb, n) for lb, n in cluster_nets if _overlap(net, n)]
-            if overlaps:
-                yield self._route_hit(route, net, overlaps)
+            yield self._route_hit(route, net, overlaps)
 
     def _address_hit(
         self,
         link: Link,
         address: Address,
         host_net: Network,
-        overlaps: list[tuple[str, Network]],
-        cluster_nets: list[tuple[str, Network]],
+        overlaps: Sequence[tuple[str, Network]],
+        cluster_nets: Sequence[tuple[str, Network]],
     ) -> Hit:
         evidence = [
             f"{link.ifname} {address.cidr} {_relation(host_net, net)} {label} {net}"
@@ -134,7 +136,9 @@ class HostOverlapsClusterCidr(Rule):
             title=f"{link.ifname} {address.cidr} overlaps the cluster CIDRs",
         )
 
-    def _route_hit(self, route: Route, net: Network, overlaps: list[tuple[str, Network]]) -> Hit:
+    def _route_hit(
+        self, route: Route, net: Network, overlaps: Sequence[tuple[str, Network]]
+    ) -> Hit:
         evidence = [
             f"route {route.describe()} {_relation(net, cluster)} {label} {cluster}"
             for label, cluster in overlaps
@@ -162,6 +166,20 @@ class HostOverlapsClusterCidr(Rule):
 
 def _overlap(a: Network, b: Network) -> bool:
     return a.version == b.version and a.overlaps(b)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1 << 12)
+def _overlaps(
+    net: Network, cluster_nets: tuple[tuple[str, Network], ...]
+) -> tuple[tuple[str, Network], ...]:
+    """The (label, cluster network)s `net` overlaps. Cached: the nodes of a cluster share
+    their segment's network and most routes, and ipaddress's overlaps() is slow."""
+    return tuple((label, n) for label, n in cluster_nets if _overlap(net, n))
+
+
+def _through_cni_device(route: Route) -> bool:
+    """Does the route leave through a CNI device (on any of its paths)?"""
+    return is_cni_device(route.dev) or any(is_cni_device(hop.dev) for hop in route.nexthops)
 
 
 def _is_pod_subnet_route(route: Route, net: Network, pod_net: Network) -> bool:
@@ -207,6 +225,8 @@ class NodeIpChanged(Rule):
         except ValueError:
             return  # a host name, not an address: nothing to compare
         links: Links = node.fact(LinksCollector)
+        if any(a.local == node.address for link in links.links for a in link.addresses):
+            return  # the usual case, told without parsing every address
         current = [
             (link, a)
             for link in links.links

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import compress, repeat
+from typing import Any, Generic, TypeVar
 
 from cnidoctor.analysis.segments import (
     SHOWN,
@@ -29,7 +31,7 @@ from cnidoctor.analysis.segments import (
 from cnidoctor.collectors.fdb import FLANNEL_VXLAN_DEVICE, FdbCollector
 from cnidoctor.collectors.k3s import K3sConfigCollector
 from cnidoctor.collectors.network import LinksCollector, NeighboursCollector, RoutesCollector
-from cnidoctor.facts.fdb import Fdb
+from cnidoctor.facts.fdb import Fdb, FdbEntry
 from cnidoctor.facts.network import (
     Link,
     Links,
@@ -46,6 +48,9 @@ from cnidoctor.rules.base import ClusterContext, ClusterRule, Hit, NodeContext
 _UNRESOLVED = frozenset({"FAILED", "INCOMPLETE", "NOARP"})
 #: VRRP virtual MACs (keepalived use_vmac): they move between hosts by design
 _VRRP_PREFIXES = ("00:00:5e:00:01:", "00:00:5e:00:02:")
+
+E = TypeVar("E")
+V = TypeVar("V")
 
 
 @lru_cache(maxsize=1 << 16)
@@ -238,7 +243,7 @@ class _MacOwner:
     host: str
     ifname: str
     router: bool
-    #: that host's connected networks on its other interfaces (what a router owns elsewhere)
+    #: a router's connected networks on its other interfaces (what it owns elsewhere)
     elsewhere: list[Network] = field(default_factory=list)
 
 
@@ -300,18 +305,30 @@ class DuplicateMac(ClusterRule):
             for neighbours in [table.fact_or_none(NeighboursCollector)]
             if neighbours is not None
         ]
-        # one pass over every table: the owner each MAC resolves to; a MAC is suspect once it
-        # resolves a second owner, or a node other than the one whose NIC has it
+        # every table's sightings as (MAC, owner): a MAC is suspect once it resolves two
+        # owners, or a node other than the one whose NIC has it. A table's entries for its
+        # own host's addresses do not count: `owned` holds each owner's pairs.
         node_mac = {mac: o.host for mac, o in owners.items() if not o.router}
+        is_cni: dict[str | None, bool] = {}
+        owned: dict[str, set[tuple[str, str] | None]] = {}
+
+        def sighting(entry: Neighbour) -> tuple[str, str] | None:
+            owner = ip_owner.get(_canonical(entry.dst) or "")
+            mac = _resolved_mac(entry, is_cni) if owner is not None else None
+            if owner is None or mac is None:
+                return None
+            owned.setdefault(owner, set()).add((mac, owner))
+            return mac, owner
+
+        sightings = _Judged(sighting)
+        pairs: set[tuple[str, str] | None] = set()
+        for table, neighbours in tables:
+            pairs |= set(sightings.of(neighbours.entries)).difference(owned.get(table.name, ()))
         first: dict[str, str] = {}
         suspects: set[str] = set()
-        for table, neighbours in tables:
-            for mac, dst, _entry in _resolved(neighbours):
-                owner = ip_owner.get(_canonical(dst) or "")
-                if owner is None or owner == table.name:
-                    continue
-                if first.setdefault(mac, owner) != owner or node_mac.get(mac, owner) != owner:
-                    suspects.add(mac)
+        for mac, owner in filter(None, pairs):
+            if first.setdefault(mac, owner) != owner or node_mac.get(mac, owner) != owner:
+                suspects.add(mac)
         suspects -= set(clones)
         suspects = {mac for mac in suspects if not mac.startswith(_VRRP_PREFIXES)}
         if not suspects:
@@ -419,20 +436,55 @@ def _duplicate_title(
 def _resolved(neighbours: Neighbours) -> Iterator[tuple[str, str, Neighbour]]:
     """(MAC, address, entry) of the entries that resolve an address to a MAC on a host
     interface (CNI devices' neighbours are pods and VTEPs)."""
-    cni_dev: dict[str | None, bool] = {}
+    is_cni: dict[str | None, bool] = {}
     for entry in neighbours.entries:
-        mac = entry.lladdr
-        if not mac or (entry.state and entry.state[0] in _UNRESOLVED):
-            continue
-        dev = entry.dev
-        skip = cni_dev.get(dev)
-        if skip is None:
-            skip = cni_dev[dev] = is_cni_device(dev)
-        if skip:
-            continue
-        mac = mac.lower()
-        if mac != "00:00:00:00:00:00":
+        mac = _resolved_mac(entry, is_cni)
+        if mac is not None:
             yield mac, entry.dst, entry
+
+
+def _resolved_mac(entry: Neighbour, is_cni: dict[str | None, bool]) -> str | None:
+    """The MAC `entry` resolves its address to on a host interface, lower-case; None when
+    unresolved or on a CNI device. `is_cni` remembers the devices already judged."""
+    mac = entry.lladdr
+    if not mac or (entry.state and entry.state[0] in _UNRESOLVED):
+        return None
+    dev = entry.dev
+    cni = is_cni.get(dev)
+    if cni is None:
+        cni = is_cni[dev] = is_cni_device(dev)
+    if cni:
+        return None
+    mac = mac.lower()
+    return None if mac == "00:00:00:00:00:00" else mac
+
+
+class _Judged(Generic[E, V]):
+    """`judge` applied once per distinct entry object, for the length of one rule (the
+    entries are the facts', alive meanwhile: their ids stay theirs). The parsers share
+    identical entries between nodes and every node's tables list the same peers, so a
+    2,000-node cluster's half a million neighbour rows are a few thousand distinct
+    entries: those are judged, each table's verdicts are looked up by map operations."""
+
+    def __init__(self, judge: Callable[[E], V]) -> None:
+        self._judge = judge
+        self._verdicts: dict[int, V] = {}
+
+    def of(self, entries: Sequence[E]) -> list[V]:
+        """The verdict of each entry, in order."""
+        verdicts = self._verdicts
+        ids = list(map(id, entries))
+        out: list[Any] = list(map(verdicts.get, ids, repeat(_UNJUDGED)))
+        if _UNJUDGED in out:  # entries met for the first time
+            for i, key in enumerate(ids):
+                if out[i] is _UNJUDGED:
+                    if key not in verdicts:
+                        verdicts[key] = self._judge(entries[i])
+                    out[i] = verdicts[key]
+        return out
+
+
+_UNJUDGED = object()
 
 
 def _node_ip_owners(ctx: ClusterContext) -> dict[str, str]:
@@ -476,9 +528,9 @@ def _mac_owners(
             if all(h != host.name for h, _ in seen):
                 seen.append((host.name, link.ifname))
             if mac not in owners:
-                owners[mac] = _MacOwner(
-                    host.name, link.ifname, router, _networks_elsewhere(links, link)
-                )
+                # a router's other networks are what it may proxy-ARP for (nodes': unused)
+                elsewhere = _networks_elsewhere(links, link) if router else []
+                owners[mac] = _MacOwner(host.name, link.ifname, router, elsewhere)
     clones = {mac: hosts for mac, hosts in holders.items() if len(hosts) > 1}
     return owners, clones
 
@@ -577,6 +629,22 @@ class VxlanFdbStale(ClusterRule):
         api_nodes = _api_nodes(ctx)
         known_ips = set(by_ip) | {ip for ips in api_nodes.values() for ip in ips}
         problems: dict[str, _Problem] = {}
+        # the entries that may be reported, on some node: the others (a peer's MAC at its
+        # address) are reported by nobody, whoever holds them, and are not looked at again
+        current = {(mac, ip) for mac, vtep in by_mac.items() for ip in vtep.ips}
+
+        def may_be_stale_fdb(entry: FdbEntry) -> bool:
+            dst = _canonical(entry.dst)
+            return not (entry.is_default_destination or dst is None or (entry.mac, dst) in current)
+
+        def may_be_stale_neighbour(entry: Neighbour) -> bool:
+            if entry.dev != FLANNEL_VXLAN_DEVICE or not entry.lladdr:
+                return False
+            peer = by_overlay.get(entry.dst)
+            return peer is not None and entry.lladdr.lower() != peer.mac
+
+        suspect_fdb = _Judged(may_be_stale_fdb)
+        suspect_neighbour = _Judged(may_be_stale_neighbour)
 
         def report(victim: str, holder: str | None, line: str) -> None:
             problem = problems.setdefault(victim, _Problem())
@@ -586,7 +654,8 @@ class VxlanFdbStale(ClusterRule):
 
         for node in ctx.nodes:
             fdb: Fdb | None = node.fact_or_none(FdbCollector)
-            for entry in fdb.entries if fdb is not None else []:
+            fdb_entries = fdb.entries if fdb is not None else []
+            for entry in compress(fdb_entries, suspect_fdb.of(fdb_entries)):
                 dst = _canonical(entry.dst)
                 if entry.is_default_destination or dst is None:
                     continue
@@ -616,7 +685,8 @@ class VxlanFdbStale(ClusterRule):
                         f"({len(api_nodes)} nodes in the API)",
                     )
             neighbours: Neighbours | None = node.fact_or_none(NeighboursCollector)
-            for entry in neighbours.entries if neighbours is not None else []:
+            entries = neighbours.entries if neighbours is not None else []
+            for entry in compress(entries, suspect_neighbour.of(entries)):
                 if entry.dev != FLANNEL_VXLAN_DEVICE or not entry.lladdr:
                     continue
                 peer = by_overlay.get(entry.dst)

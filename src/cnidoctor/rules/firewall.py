@@ -10,9 +10,11 @@ from __future__ import annotations
 import ipaddress
 import shlex
 from collections.abc import Iterator
+from functools import lru_cache
 
 from cnidoctor.analysis.netfilter import Packet, Verdict, evaluate
 from cnidoctor.analysis.ports import Port, required_ports
+from cnidoctor.analysis.segments import IPAddr, Network
 from cnidoctor.collectors.firewall import (
     FirewalldCollector,
     IptablesCollector,
@@ -35,8 +37,14 @@ PERSIST = (
 def _ufw_chains(ipt: Iptables | None) -> list[str]:
     if ipt is None:
         return []
-    names = {n for r in ipt.rulesets for n in r.chain_names() if n.startswith(("ufw-", "ufw6-"))}
-    return sorted(names)
+    tables = [t for r in ipt.rulesets for t in r.tables.values()]
+    return sorted({name for t in tables for name in _ufw_names(tuple(t.chains))})
+
+
+@lru_cache(maxsize=1 << 10)
+def _ufw_names(chains: tuple[str, ...]) -> tuple[str, ...]:
+    """ufw's among a table's chains. Cached: the nodes of a cluster have the same chains."""
+    return tuple(name for name in chains if name.startswith(("ufw-", "ufw6-")))
 
 
 def _ufw_active(ufw: Ufw | None, ipt: Iptables | None) -> bool:
@@ -143,14 +151,21 @@ def _peer(node: NodeContext, links: Links | None) -> tuple[str | None, str | Non
     except ValueError:
         return None, None, unknown
     iface: str | None = None
-    network = ipaddress.ip_network(f"{own}/24", strict=False)
+    network: Network | None = None
     for link in links.links if links else []:
         for addr in link.addresses:
             if addr.local == node.address:
                 iface, network = link.ifname, addr.interface.network
-    hosts = (network.network_address + i for i in range(1, min(network.num_addresses - 1, 4)))
-    peer = next((h for h in hosts if h != own), network.network_address)
+    if network is None:
+        network = ipaddress.ip_network(f"{own}/24", strict=False)
+    peer = next((h for h in _first_hosts(network) if h != own), network.network_address)
     return str(peer), iface, f"a peer at {peer} (in {network}, the node's subnet)"
+
+
+@lru_cache(maxsize=256)
+def _first_hosts(network: Network) -> tuple[IPAddr, ...]:
+    """The network's first (up to 3) host addresses. Cached: nodes share their subnet."""
+    return tuple(network.network_address + i for i in range(1, min(network.num_addresses - 1, 4)))
 
 
 def decided_by(verdict: Verdict) -> str:
@@ -275,12 +290,11 @@ class ForwardDrop(Rule):
         ipt, nft = _firewall_facts(node)
         rulesets = ipt.rulesets if ipt else []
         cidr = node.cluster.pod_cidr or DEFAULT_POD_CIDR
-        net = ipaddress.ip_network(cidr, strict=False)
-        if net.version != 4:
+        pods = _two_pods(cidr)
+        if pods is None:
             return
+        a, b = pods
         local, overlay = _POD_DEVICES.get(node.cluster.cni, (None, None))
-        a = str(net.network_address + min(net.num_addresses - 2, 256 + 10))
-        b = str(net.network_address + min(net.num_addresses - 2, 2 * 256 + 10))
         drops: list[tuple[str, Verdict]] = []
         for src, dst, iin, iout in ((a, b, local, overlay), (b, a, overlay, local)):
             packet = Packet("tcp", 8080, src, in_iface=iin, dst=dst, out_iface=iout, hook="forward")
@@ -297,6 +311,18 @@ class ForwardDrop(Rule):
             if verdict.uncertain:
                 evidence.append("uncertain: " + "; ".join(verdict.notes[:3]))
         yield Hit(evidence=evidence, fix=_forward_fix(cidr, ipt, nft, drops))
+
+
+@lru_cache(maxsize=64)
+def _two_pods(cidr: str) -> tuple[str, str] | None:
+    """Addresses of pods on two different nodes' /24s of an IPv4 pod CIDR (None for IPv6).
+    Cached: every node of a cluster has the same pod CIDR."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    if net.version != 4:
+        return None
+    a = str(net.network_address + min(net.num_addresses - 2, 256 + 10))
+    b = str(net.network_address + min(net.num_addresses - 2, 2 * 256 + 10))
+    return a, b
 
 
 def _forward_fix(

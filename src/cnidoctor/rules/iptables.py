@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterator
+from functools import lru_cache
 
 from cnidoctor.collectors.firewall import IptablesCollector
 from cnidoctor.facts.firewall import BUILTIN_CHAINS, Iptables, IptRuleset
@@ -54,7 +55,7 @@ class BackendMismatch(Rule):
             nft, legacy = ipt.get("nft", family), ipt.get("legacy", family)
             if nft is None or legacy is None:
                 continue
-            if not (nft.is_populated and legacy.is_populated):
+            if not (legacy.is_populated and nft.is_populated):  # legacy: mostly empty
                 continue
             evidence = [_summary(nft), _summary(legacy)]
             evidence += [w for w in ipt.warnings if "legacy tables present" in w][:1]
@@ -104,6 +105,13 @@ def _owner(chain: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1 << 10)
+def _owned_chains(chains: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(CNI, chain) for a table's chains that a CNI creates. Cached: the nodes of a
+    cluster have the same chains."""
+    return tuple((owner, chain) for chain in chains if (owner := _owner(chain)))
+
+
 class StaleRules(Rule):
     id = "iptables.stale-rules"
     severity = Severity.WARNING
@@ -122,10 +130,8 @@ class StaleRules(Rule):
         found: dict[str, list[tuple[IptRuleset, str, str]]] = {}
         for rs in ipt.rulesets:
             for table in rs.tables.values():
-                for chain in table.chains:
-                    owner = _owner(chain)
-                    if owner:
-                        found.setdefault(owner, []).append((rs, table.name, chain))
+                for owner, chain in _owned_chains(tuple(table.chains)):
+                    found.setdefault(owner, []).append((rs, table.name, chain))
         in_use = node.cluster.cni
         if in_use == "auto":
             if len(found) < 2:

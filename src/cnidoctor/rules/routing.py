@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 from collections.abc import Iterator
+from functools import lru_cache
 
 from cnidoctor.collectors.network import RoutesCollector
 from cnidoctor.facts.network import Route, is_cni_device
@@ -84,10 +85,10 @@ class DuplicateConnectedRoute(Rule):
         for family in ("inet", "inet6"):
             groups: dict[tuple[str, int], list[Route]] = {}
             for route in routes.main_table(family):
-                net = route.network
-                if not route.is_connected or net is None or is_cni_device(route.dev):
+                if not route.is_connected or is_cni_device(route.dev):
                     continue
-                if _is_link_local(net):
+                net = route.network
+                if net is None or _is_link_local(net):
                     continue
                 groups.setdefault((str(net), route.metric), []).append(route)
             for (subnet, _metric), group in groups.items():
@@ -137,7 +138,9 @@ def _duplicate_hit(subnet: str, group: list[Route], family: str) -> Hit:
     return Hit(evidence=evidence, fix=fix, severity=severity)
 
 
+@lru_cache(maxsize=1 << 12)
 def _is_link_local(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """Cached: nodes share their connected networks, and subnet_of() is slow."""
     return any(
         net.version == ll.version and net.subnet_of(ll)  # type: ignore[arg-type]
         for ll in _LINK_LOCAL
