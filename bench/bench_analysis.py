@@ -9,9 +9,10 @@ node with flannel's annotations. Three nodes carry faults (a /8 prefix, jumbo fr
 flannel.1 MAC that changed under its peers) so the cross-node rules have work to do.
 
 As on a real cluster, no two nodes print the same text: each has its own addresses,
-MACs, pod subnet and flannel rule, its own iptables timestamp and chain counters, nft
-counters and drifting handles, and neighbour states; what repeats between nodes is what
-repeats in reality (kube-proxy's rules, the peers in every neighbour table and fdb).
+MACs (and the IPv6 link-local addresses made from them), pod subnet and flannel rule, its
+own iptables timestamp and chain counters, nft counters and drifting handles, and
+neighbour states; what repeats between nodes is what repeats in reality (kube-proxy's
+rules, the peers in every neighbour table and fdb).
 
 `cnidoctor.diagnose.analyse` is timed on 500, 1,000 and 2,000 nodes, each size in a
 fresh process (so its peak RSS is its own): best of --repeat runs, the peak RSS of the
@@ -82,6 +83,23 @@ def node_ip(i: int) -> str:
 
 def mac(prefix: str, i: int) -> str:
     return f"{prefix}:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}"
+
+
+def link_local(address: str) -> str:
+    """The fe80::/64 address the kernel derives from a MAC (EUI-64)."""
+    octets = [int(part, 16) for part in address.split(":")]
+    octets[0] ^= 0x02
+    eui = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
+    groups = [f"{(eui[k] << 8) | eui[k + 1]:x}" for k in range(0, 8, 2)]
+    return "fe80::" + ":".join(groups)
+
+
+def with_link_local(link: dict[str, Any]) -> dict[str, Any]:
+    """`link` with its IPv6 link-local address derived from its own MAC, as on a real node."""
+    for address in link.get("addr_info", []):
+        if address["family"] == "inet6" and address["local"].startswith("fe80:"):
+            address["local"] = link_local(link["address"])
+    return link
 
 
 def pod_subnet(i: int) -> str:
@@ -227,11 +245,14 @@ def node_outputs(t: Templates, i: int, n: int) -> dict[type[Collector], list[Com
     flannel["addr_info"][0]["local"] = f"{pod}.0"
     cni0 = copy.deepcopy(t.links["cni0"])
     cni0["addr_info"][0]["local"] = f"{pod}.1"
+    cni0.update(address=mac("a6:19:76", i))
     links = [t.links["lo"], eth0, flannel, cni0]
     for k in range(VETHS):
         veth = copy.deepcopy(t.veth)
-        veth.update(ifindex=10 + k, ifname=f"veth{i:04x}{k:04x}", address=mac("86:ba:af", k))
+        veth_mac = mac("86:ba:af", i * VETHS + k)
+        veth.update(ifindex=10 + k, ifname=f"veth{i:04x}{k:04x}", address=veth_mac)
         links.append(veth)
+    links = [links[0], *(with_link_local(link) for link in links[1:])]
 
     peers = [(i + k) % n for k in range(1, n) if (i + k) % n != i]
     routes = [
