@@ -46,7 +46,7 @@ def is_container_bridge(name: str | None) -> bool:
     return name is not None and name.startswith(CONTAINER_BRIDGE_PREFIXES)
 
 
-@lru_cache(maxsize=1 << 15)
+@lru_cache(maxsize=1 << 16)
 def _interface(local: str, prefixlen: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     """Parsed once per address (ipaddress is slow): the links parser checks every address
     with it, the rules ask again. Room for a 2,000-node cluster's addresses, link-local
