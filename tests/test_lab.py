@@ -19,7 +19,7 @@ from cnidoctor.inventory import load_inventory
 from cnidoctor.lab import files, system
 from cnidoctor.lab.model import NodeSpec, Scenario, Segment, Uplink
 from cnidoctor.lab.scenarios import SCENARIOS
-from cnidoctor.lab.state import LAB_DIR, MOUNT_DIR
+from cnidoctor.lab.state import LAB_DIR, MOUNT_DIR, scenarios_with_state
 from cnidoctor.lab.system import LabError
 from cnidoctor.transports import Command, transport_for
 from conftest import LabSession, requires_root
@@ -246,6 +246,29 @@ def test_up_then_down_leaves_nothing_and_never_touches_the_host(
     assert host_snapshot() == before
     with pytest.raises(UsageError, match="not up"):
         lab.inventory_path(scenario.name)
+
+
+@requires_root
+def test_the_last_lab_down_unmounts_the_mount_root_whichever_made_it(
+    lab_session: LabSession,
+) -> None:
+    """Labs come down in any order, and a crashed run may have left the root mounted."""
+    for name in scenarios_with_state():  # labs this session holds up
+        lab_session.release(name)
+    assert scenarios_with_state() == [], "a lab this session does not hold is up"
+    lab.up(HEALTHY.name)
+    try:
+        lab.up(SEED.name)
+        try:
+            assert system.is_mounted(str(MOUNT_DIR))
+        finally:
+            lab.down(HEALTHY.name)  # the maker goes first
+        assert system.is_mounted(str(MOUNT_DIR)), "the root went while seed-000 was up"
+    finally:
+        lab.down(SEED.name)
+        lab.down(HEALTHY.name)
+    assert not system.is_mounted(str(MOUNT_DIR))
+    assert leftovers(SEED) == [] and leftovers(HEALTHY) == []
 
 
 @requires_root

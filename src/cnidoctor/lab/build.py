@@ -51,7 +51,7 @@ def build(scenario: Scenario) -> Path:
         state = LabState(scenario=scenario.name)
         state.save()
         try:
-            _ensure_mount_root(state)
+            _ensure_mount_root()
             _build_switch(scenario, state)
             for node in scenario.nodes:
                 _build_node_net(scenario, node, state)
@@ -124,17 +124,19 @@ def teardown(state: LabState) -> list[str]:
             done = system.run(["ip", "netns", "delete", name], check=False)
             if done.rc != 0:
                 problems.append(f"cannot delete network namespace {name}: {done.stderr.strip()}")
-    if state.made_mount_root and not _other_labs(state.scenario):
-        root = str(MOUNT_DIR)
-        if system.is_mounted(root) and not _mounts_below(root):
-            system.run(["umount", root], check=False)
+    if not any(name != state.scenario for name in scenarios_with_state()):
+        _release_mount_root()
     if not problems:
         shutil.rmtree(state.directory, ignore_errors=True)
     return problems
 
 
-def _other_labs(scenario: str) -> bool:
-    return any(name != scenario for name in scenarios_with_state())
+def _release_mount_root() -> None:
+    """The last lab down unmounts the mount root, whichever lab made it (labs come down in
+    any order, and a crashed one may have left it): it is the lab's own directory."""
+    root = str(MOUNT_DIR)
+    if system.is_mounted(root) and not _mounts_below(root):
+        system.run(["umount", root], check=False)
 
 
 def _mounts_below(root: str) -> bool:
@@ -186,15 +188,13 @@ def _refuse_collisions(scenario: Scenario) -> None:
 # -- host side: the mount root -------------------------------------------------------------
 
 
-def _ensure_mount_root(state: LabState) -> None:
+def _ensure_mount_root() -> None:
     """MOUNT_DIR must be a private mount: only there can mount namespaces be bound to files."""
     root = str(MOUNT_DIR)
     MOUNT_DIR.mkdir(parents=True, exist_ok=True)
     if system.is_private_mount(root):
         return
     if not system.is_mounted(root):
-        state.made_mount_root = True
-        state.save()
         system.run(["mount", "--bind", root, root])
     system.run(["mount", "--make-private", root])
 

@@ -31,8 +31,6 @@ class LabState:
     netns: list[str] = field(default_factory=list)
     #: node names whose mount namespace is bound at MOUNT_DIR/<name>
     mount_ns: list[str] = field(default_factory=list)
-    #: up turned MOUNT_DIR into a private bind mount (down undoes it when no lab is left)
-    made_mount_root: bool = False
     pid: int = field(default_factory=os.getpid)
     #: the API stand-in's process (`cnidoctor lab api`), for scenarios that serve one
     api_pid: int | None = None
@@ -73,7 +71,6 @@ class LabState:
                 complete=bool(raw.get("complete", False)),
                 netns=[str(n) for n in raw.get("netns", [])],
                 mount_ns=[str(n) for n in raw.get("mount_ns", [])],
-                made_mount_root=bool(raw.get("made_mount_root", False)),
                 pid=int(raw.get("pid", 0)),
                 api_pid=int(raw["api_pid"]) if raw.get("api_pid") else None,
                 listener_pid=int(raw["listener_pid"]) if raw.get("listener_pid") else None,
