@@ -47,17 +47,14 @@ from cnidoctor.collect import NodeCollection
 from cnidoctor.collectors.base import Collector
 from cnidoctor.collectors.cni import CniBinCollector, CniConfigCollector
 from cnidoctor.collectors.fdb import FdbCollector
-from cnidoctor.collectors.firewall import (
-    FirewalldCollector,
-    IptablesCollector,
-    NftablesCollector,
-    UfwCollector,
-)
+from cnidoctor.collectors.firewall import FirewalldCollector, UfwCollector
 from cnidoctor.collectors.flannel import FlannelSubnetEnvCollector
+from cnidoctor.collectors.iptables import IptablesCollector
 from cnidoctor.collectors.k3s import K3sConfigCollector
 from cnidoctor.collectors.kernel import EthtoolCollector, KernelCollector, KubeProxyModeCollector
 from cnidoctor.collectors.netmgr import NetworkManagerCollector
 from cnidoctor.collectors.network import LinksCollector, NeighboursCollector, RoutesCollector
+from cnidoctor.collectors.nftables import NftablesCollector
 from cnidoctor.collectors.registry import collectors_for
 from cnidoctor.collectors.sysctl import SysctlCollector
 from cnidoctor.diagnose import Target, analyse

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnidoctor.collectors import firewall
+from cnidoctor.collectors import iptables, nftables
 from cnidoctor.collectors.base import FactParseError
 from cnidoctor.collectors.network import parse_ip_neigh, parse_ip_route
 from cnidoctor.diagnose import analyse
@@ -71,7 +71,7 @@ def test_rule_line_split_is_shlex_split(line: str) -> None:
     except ValueError:
         expected = "error"
     try:
-        got: list[str] | str = firewall.split_rule_line(line)
+        got: list[str] | str = iptables.split_rule_line(line)
     except ValueError:
         got = "error"
     assert got == expected
@@ -79,10 +79,10 @@ def test_rule_line_split_is_shlex_split(line: str) -> None:
 
 def test_a_remembered_rule_line_is_still_checked_against_its_chains() -> None:
     text = data("iptables/kube-proxy-services.nft-save.txt")
-    firewall.parse_iptables_save(text)  # every line remembered now
+    iptables.parse_iptables_save(text)  # every line remembered now
     undeclared = text.replace(":FLANNEL-FWD - [0:0]\n", "", 1)
     with pytest.raises(FactParseError, match="undeclared chain 'FLANNEL-FWD'"):
-        firewall.parse_iptables_save(undeclared)
+        iptables.parse_iptables_save(undeclared)
 
 
 # --------------------------------------------------------------------------- nft -j
@@ -90,7 +90,7 @@ def test_a_remembered_rule_line_is_still_checked_against_its_chains() -> None:
 
 def plain_nft(text: str) -> object:
     """The whole-document path."""
-    return firewall._build_nft(json.loads(text)["nftables"])
+    return nftables._build_nft(json.loads(text)["nftables"])
 
 
 @pytest.mark.parametrize(
@@ -98,10 +98,10 @@ def plain_nft(text: str) -> object:
 )
 def test_nft_read_table_by_table_equals_the_whole_document(case: str) -> None:
     text = data(f"nft/{case}.json")
-    assert firewall.parse_nft_json(text) == plain_nft(text)
+    assert nftables.parse_nft_json(text) == plain_nft(text)
     other = re.sub(r'"packets": \d+', '"packets": 42', text)
     other = re.sub(r'("handle": )(\d+)', lambda m: f"{m[1]}{int(m[2]) + 5}", other)
-    again = firewall.parse_nft_json(other)  # another node: other counters and handles
+    again = nftables.parse_nft_json(other)  # another node: other counters and handles
     assert again == plain_nft(other)
     rules = [r for t in again.tables for c in t.chains.values() for r in c.rules]
     assert rules == [r for t in plain_nft(other).tables for c in t.chains.values() for r in c.rules]
@@ -110,9 +110,9 @@ def test_nft_read_table_by_table_equals_the_whole_document(case: str) -> None:
 def test_nft_fast_path_falls_back_on_what_it_cannot_cut() -> None:
     text = data("nft/kube-proxy-flannel.json")
     pretty = json.dumps(json.loads(text), indent=2)
-    assert firewall.parse_nft_json(pretty) == plain_nft(text)
+    assert nftables.parse_nft_json(pretty) == plain_nft(text)
     with pytest.raises(FactParseError, match="not JSON"):
-        firewall.parse_nft_json(text[:-300] + "}]}")
+        nftables.parse_nft_json(text[:-300] + "}]}")
 
 
 # --------------------------------------------------------------------------- ip -j entries

@@ -6,13 +6,9 @@ from __future__ import annotations
 import pytest
 
 from cnidoctor.analysis.snat import egress_packet, pod_egress_nat
-from cnidoctor.collectors.firewall import (
-    IptablesCollector,
-    NftablesCollector,
-    parse_iptables_save,
-    parse_nft_json,
-)
+from cnidoctor.collectors.iptables import IptablesCollector, parse_iptables_save
 from cnidoctor.collectors.network import LinksCollector, RoutesCollector
+from cnidoctor.collectors.nftables import NftablesCollector, parse_nft_json
 from cnidoctor.collectors.pod_probes import PodProbesCollector
 from cnidoctor.engine import link_causes, run_node_rules
 from cnidoctor.models import ClusterConfig, Severity

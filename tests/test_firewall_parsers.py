@@ -11,17 +11,11 @@ from hypothesis import strategies as st
 
 from cnidoctor.analysis.netfilter import Packet, evaluate
 from cnidoctor.analysis.snat import egress_packet, pod_egress_nat
-from cnidoctor.collectors import firewall
+from cnidoctor.collectors import nftables
 from cnidoctor.collectors.base import FactParseError
-from cnidoctor.collectors.firewall import (
-    FirewalldCollector,
-    IptablesCollector,
-    NftablesCollector,
-    UfwCollector,
-    parse_iptables_save,
-    parse_nft_json,
-    parse_ufw,
-)
+from cnidoctor.collectors.firewall import FirewalldCollector, UfwCollector, parse_ufw
+from cnidoctor.collectors.iptables import IptablesCollector, parse_iptables_save
+from cnidoctor.collectors.nftables import NftablesCollector, parse_nft_json
 from cnidoctor.facts.base import FactStatus
 from cnidoctor.transports.base import CommandResult
 from helpers import DATA, failed, ok
@@ -326,9 +320,9 @@ def older_layout(captured: str) -> str:
 @pytest.mark.parametrize("capture", NFT_CAPTURES)
 def test_nft_read_table_by_table_equals_the_whole_document_in_both_layouts(capture: str) -> None:
     captured = text(capture)
-    whole = firewall._build_nft(json.loads(captured)["nftables"])
+    whole = nftables._build_nft(json.loads(captured)["nftables"])
     for layout in (captured, older_layout(captured)):
-        fast = firewall._parse_by_table(layout)
+        fast = nftables._parse_by_table(layout)
         assert fast == whole or (fast is None and whole.tables == [])  # empty: no table to cut
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from cnidoctor.collectors.firewall import (
-    FirewalldCollector,
-    IptablesCollector,
-    NftablesCollector,
-    UfwCollector,
-)
+from cnidoctor.collectors.firewall import FirewalldCollector, UfwCollector
+from cnidoctor.collectors.iptables import IptablesCollector
 from cnidoctor.collectors.network import LinksCollector
+from cnidoctor.collectors.nftables import NftablesCollector
 from cnidoctor.models import ClusterConfig
 from cnidoctor.rules.base import NodeContext
 from cnidoctor.rules.firewall import ForwardDrop, HostFirewallActive, InputDropBlocksClusterPorts

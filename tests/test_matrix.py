@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnidoctor.collectors.firewall import IptablesCollector, NftablesCollector
+from cnidoctor.collectors.iptables import IptablesCollector
 from cnidoctor.collectors.network import LinksCollector
+from cnidoctor.collectors.nftables import NftablesCollector
 from cnidoctor.errors import UsageError
 from cnidoctor.models import ClusterConfig
 from cnidoctor.probes.matrix_judge import NodeFirewall, judge

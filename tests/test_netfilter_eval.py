@@ -6,7 +6,8 @@ import pytest
 
 from cnidoctor.analysis.netfilter import Packet, evaluate
 from cnidoctor.analysis.ports import required_ports
-from cnidoctor.collectors.firewall import parse_iptables_save, parse_nft_json
+from cnidoctor.collectors.iptables import parse_iptables_save
+from cnidoctor.collectors.nftables import parse_nft_json
 from cnidoctor.facts.firewall import IptRuleset, Nftables
 from helpers import DATA
 

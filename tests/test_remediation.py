@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cnidoctor.cli import main
-from cnidoctor.collectors.firewall import IptablesCollector
+from cnidoctor.collectors.iptables import IptablesCollector
 from cnidoctor.diagnose import analyse_full
 from cnidoctor.models import ClusterConfig
 from cnidoctor.remediation import Risk, build_plan

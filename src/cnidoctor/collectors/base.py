@@ -73,6 +73,17 @@ def describe_failure(result: CommandResult) -> tuple[FactStatus, str] | None:
     return None
 
 
+def failure_reason(result: CommandResult) -> str:
+    """Why an optional command failed, in a few words: for parsers that report it
+    themselves (the command's display is theirs to add)."""
+    if result.timed_out:
+        return "timed out"
+    if result.not_run:
+        return f"not run: {result.not_run}"
+    first = result.stderr.strip().splitlines()
+    return first[0][:200] if first else f"exit status {result.rc}"
+
+
 def is_missing_file(result: CommandResult) -> bool:
     return result.rc != 0 and "No such file or directory" in result.stderr
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from cnidoctor.analysis.netfilter import Packet, Verdict, evaluate
 from cnidoctor.collect import collect_node, judge_facts
 from cnidoctor.collectors.base import Collector
-from cnidoctor.collectors.firewall import IptablesCollector, NftablesCollector
+from cnidoctor.collectors.iptables import IptablesCollector
 from cnidoctor.collectors.network import LinksCollector
+from cnidoctor.collectors.nftables import NftablesCollector
 from cnidoctor.engine import link_causes
 from cnidoctor.errors import CnidoctorError
 from cnidoctor.facts.firewall import Iptables, Nftables

@@ -21,9 +21,10 @@ from cnidoctor.analysis.cni_settings import cilium_masquerade
 from cnidoctor.analysis.snat import egress_packet, pod_egress_nat
 from cnidoctor.collectors.cilium import CiliumStatusCollector
 from cnidoctor.collectors.cni import CniConfigCollector
-from cnidoctor.collectors.firewall import IptablesCollector, NftablesCollector
 from cnidoctor.collectors.flannel import FlannelSubnetEnvCollector
+from cnidoctor.collectors.iptables import IptablesCollector
 from cnidoctor.collectors.network import LinksCollector, RoutesCollector
+from cnidoctor.collectors.nftables import NftablesCollector
 from cnidoctor.collectors.pod_probes import PodProbesCollector
 from cnidoctor.facts.network import Links, Route, Routes, is_cni_device, is_container_bridge
 from cnidoctor.facts.probes import PodProbes, in_network

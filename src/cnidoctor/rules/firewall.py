@@ -15,13 +15,10 @@ from functools import lru_cache
 from cnidoctor.analysis.netfilter import Packet, Verdict, evaluate
 from cnidoctor.analysis.ports import Port, required_ports
 from cnidoctor.analysis.segments import IPAddr, Network
-from cnidoctor.collectors.firewall import (
-    FirewalldCollector,
-    IptablesCollector,
-    NftablesCollector,
-    UfwCollector,
-)
+from cnidoctor.collectors.firewall import FirewalldCollector, UfwCollector
+from cnidoctor.collectors.iptables import IptablesCollector
 from cnidoctor.collectors.network import LinksCollector
+from cnidoctor.collectors.nftables import NftablesCollector
 from cnidoctor.facts.firewall import Firewalld, Iptables, Nftables, Ufw
 from cnidoctor.facts.network import Links
 from cnidoctor.models import Severity

@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Iterator
 from functools import lru_cache
 
-from cnidoctor.collectors.firewall import IptablesCollector
+from cnidoctor.collectors.iptables import IptablesCollector
 from cnidoctor.facts.firewall import BUILTIN_CHAINS, Iptables, IptRuleset
 from cnidoctor.models import Severity
 from cnidoctor.rules.base import Hit, NodeContext, Rule

@@ -11,12 +11,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 
-from cnidoctor.collectors.firewall import (
-    FirewalldCollector,
-    IptablesCollector,
-    NftablesCollector,
-    UfwCollector,
-)
+from cnidoctor.collectors.firewall import FirewalldCollector, UfwCollector
+from cnidoctor.collectors.iptables import IptablesCollector
+from cnidoctor.collectors.nftables import NftablesCollector
 from cnidoctor.facts.firewall import Iptables
 from cnidoctor.remediation.model import Action, Check, Risk, Step
 from cnidoctor.remediation.shell import action, action_call
