@@ -204,10 +204,7 @@ def _ensure_mount_root() -> None:
 
 def _build_switch(scenario: Scenario, state: LabState) -> None:
     sw = scenario.switch_netns
-    state.will_make_netns(sw)
-    system.run(["ip", "netns", "add", sw])
-    system.run(["ip", "-n", sw, "link", "set", "lo", "up"])
-    system.run(in_netns(sw, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
+    system.add_netns(state, sw, "net.ipv4.ip_forward=1")
     for segment in scenario.segments:
         system.run(["ip", "-n", sw, "link", "add", segment.bridge, "type", "bridge"])
         system.run(["ip", "-n", sw, "addr", "add", segment.gateway, "dev", segment.bridge])
@@ -216,36 +213,19 @@ def _build_switch(scenario: Scenario, state: LabState) -> None:
 
 def _build_node_net(scenario: Scenario, node: NodeSpec, state: LabState) -> None:
     ns, sw = node.netns, scenario.switch_netns
-    state.will_make_netns(ns)
-    system.run(["ip", "netns", "add", ns])
-    # before any link exists: new interfaces copy conf/default
-    system.run(
-        in_netns(
-            ns,
-            [
-                "sysctl",
-                "-q",
-                "-w",
-                f"net.ipv4.conf.all.rp_filter={node.rp_filter}",
-                f"net.ipv4.conf.default.rp_filter={node.rp_filter}",
-                f"net.ipv4.ip_forward={int(node.ip_forward)}",
-            ],
-        )
+    bridge_nf = (
+        ("net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1")
+        if node.br_netfilter
+        else ()
     )
-    if node.br_netfilter:
-        system.run(
-            in_netns(
-                ns,
-                [
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    "net.bridge.bridge-nf-call-iptables=1",
-                    "net.bridge.bridge-nf-call-ip6tables=1",
-                ],
-            )
-        )
-    system.run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    system.add_netns(
+        state,
+        ns,
+        f"net.ipv4.conf.all.rp_filter={node.rp_filter}",
+        f"net.ipv4.conf.default.rp_filter={node.rp_filter}",
+        f"net.ipv4.ip_forward={int(node.ip_forward)}",
+        *bridge_nf,
+    )
     for uplink in node.uplinks:
         segment = scenario.segment(uplink.segment)
         port = scenario.switch_port(node, uplink)
@@ -308,23 +288,14 @@ def _seed_neighbours(ns: str, dev: str, entries: tuple[Neighbour, ...]) -> None:
 def _build_router(scenario: Scenario, router: Router, state: LabState) -> None:
     """A router namespace on a segment: one veth into the switch, forwarding as configured."""
     ns, sw = router.netns, scenario.switch_netns
-    state.will_make_netns(ns)
-    system.run(["ip", "netns", "add", ns])
-    # before its link exists (new interfaces copy conf/default); redirects on, as routers do
-    system.run(
-        in_netns(
-            ns,
-            [
-                "sysctl",
-                "-q",
-                "-w",
-                f"net.ipv4.ip_forward={int(router.forwarding)}",
-                "net.ipv4.conf.all.send_redirects=1",
-                "net.ipv4.conf.default.send_redirects=1",
-            ],
-        )
+    # redirects on, as routers do
+    system.add_netns(
+        state,
+        ns,
+        f"net.ipv4.ip_forward={int(router.forwarding)}",
+        "net.ipv4.conf.all.send_redirects=1",
+        "net.ipv4.conf.default.send_redirects=1",
     )
-    system.run(["ip", "-n", ns, "link", "set", "lo", "up"])
     port = scenario.router_port(router)
     system.run(
         [

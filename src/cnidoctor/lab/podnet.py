@@ -135,24 +135,11 @@ class PodNetwork:
 
     def _build_upstream(self, scenario: Scenario, up: Upstream, state: Any) -> None:
         sw = scenario.switch_netns
-        state.will_make_netns(up.netns)
-        system.run(["ip", "netns", "add", up.netns])
         # the internet does no reverse-path filtering for us: what arrives is seen, and
         # answers go only where a route leads (replies to 10.42.x.x are simply lost)
-        for ns in (up.netns, sw):
-            system.run(
-                in_netns(
-                    ns,
-                    [
-                        "sysctl",
-                        "-q",
-                        "-w",
-                        "net.ipv4.conf.all.rp_filter=0",
-                        "net.ipv4.conf.default.rp_filter=0",
-                    ],
-                )
-            )
-        system.run(["ip", "-n", up.netns, "link", "set", "lo", "up"])
+        no_rp_filter = ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+        system.add_netns(state, up.netns, *no_rp_filter)
+        system.sysctl(sw, *no_rp_filter)
         system.run(
             [
                 *("ip", "-n", sw, "link", "add", up.switch_port, "type", "veth"),
@@ -171,9 +158,7 @@ class PodNetwork:
         node = _node(scenario, pod.node)
         subnet = ipaddress.ip_network(node.pod_subnet)
         gateway = str(ipaddress.ip_interface(node.cni0_address).ip)
-        state.will_make_netns(pod.netns)
-        system.run(["ip", "netns", "add", pod.netns])
-        system.run(["ip", "-n", pod.netns, "link", "set", "lo", "up"])
+        system.add_netns(state, pod.netns)
         system.run(
             [
                 *("ip", "-n", node.netns, "link", "add", pod.veth, "type", "veth"),

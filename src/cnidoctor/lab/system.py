@@ -67,6 +67,28 @@ def in_netns(netns: str, argv: Sequence[str]) -> list[str]:
     return ["nsenter", f"--net={netns_path(netns)}", *argv]
 
 
+class NetnsRecord(Protocol):
+    """Where the lab writes down a namespace before making it (lab/state.py LabState)."""
+
+    def will_make_netns(self, name: str) -> None: ...
+
+
+def add_netns(state: NetnsRecord, name: str, *sysctls: str) -> None:
+    """A new network namespace with lo up. Written down before it exists, so `down` removes
+    it even after a crash; `sysctls` are set before any link is added (new links copy
+    conf/default)."""
+    state.will_make_netns(name)
+    run(["ip", "netns", "add", name])
+    if sysctls:
+        sysctl(name, *sysctls)
+    run(["ip", "-n", name, "link", "set", "lo", "up"])
+
+
+def sysctl(netns: str, *settings: str) -> None:
+    """`sysctl -w KEY=VALUE...` inside a network namespace (per-namespace keys only)."""
+    run(in_netns(netns, ["sysctl", "-q", "-w", *settings]))
+
+
 def in_node(netns: str, mount_ns: str, argv: Sequence[str]) -> list[str]:
     """argv that runs a program inside a node: its network and its private mount namespace."""
     return ["nsenter", f"--net={netns_path(netns)}", f"--mount={mount_ns}", *argv]
