@@ -152,15 +152,7 @@ def collect_cluster(
                 )
             facts.events = _recent(events, max_events)
             for key in CNI_CONFIG_MAPS:
-                namespace, name = key.split("/")
-                found = _read_one(
-                    f"configmap {key}",
-                    lambda namespace=namespace, name=name: client.get(  # type: ignore[misc]
-                        ConfigMap, name, namespace=namespace
-                    ),
-                    facts,
-                    fail,
-                )
+                found = _read_namespaced(client, ConfigMap, "configmap", key, facts, fail)
                 if found is not None:
                     facts.config_maps[key] = config_map_data(found)[1]
             _read_cni_settings(client, facts, fail)
@@ -183,15 +175,7 @@ def _read_cni_settings(
     """The CNI DaemonSets' templates and calico's Installation: where the interface the CNI
     uses is pinned (calico IP_AUTODETECTION_METHOD, kube-flannel --iface). 404 = not there."""
     for key in CNI_DAEMONSETS:
-        namespace, name = key.split("/")
-        found = _read_one(
-            f"daemonset {key}",
-            lambda namespace=namespace, name=name: client.get(  # type: ignore[misc]
-                DaemonSet, name, namespace=namespace
-            ),
-            facts,
-            fail,
-        )
+        found = _read_namespaced(client, DaemonSet, "daemonset", key, facts, fail)
         if found is not None:
             try:
                 facts.daemonsets[key] = KubeDaemonSet.from_object(found)
@@ -255,6 +239,21 @@ def _read_one(
     except ValueError as exc:
         facts.partial.append(f"{what}: answer not understood: {_one_line(exc)}")
     return None
+
+
+def _read_namespaced(
+    client: Client,
+    resource: Any,
+    kind: str,
+    key: str,
+    facts: ClusterFacts,
+    fail: Callable[[str, BaseException], None],
+) -> dict[str, Any] | None:
+    """`_read_one` of the object at `key` ("namespace/name")."""
+    namespace, name = key.split("/")
+    return _read_one(
+        f"{kind} {key}", lambda: client.get(resource, name, namespace=namespace), facts, fail
+    )
 
 
 def _status_error(what: str, exc: Any, facts: ClusterFacts) -> None:
