@@ -233,12 +233,7 @@ def _analyse_full(
     for status in statuses:
         status.rules_skipped = run.skipped.get(status.name, [])
     report = Report(
-        cluster=ClusterSummary(
-            name=cluster.name,
-            pod_cidr=cluster.pod_cidr,
-            service_cidr=cluster.service_cidr,
-            cni=cluster.cni,
-        ),
+        cluster=ClusterSummary.of(cluster),
         nodes=statuses,
         findings=link_causes(run.findings, rules),
     )

@@ -90,6 +90,16 @@ class ClusterSummary(BaseModel):
     service_cidr: str | None = None
     cni: str | None = None
 
+    @classmethod
+    def of(cls, cluster: ClusterConfig) -> ClusterSummary:
+        """What a report says of the cluster it judged."""
+        return cls(
+            name=cluster.name,
+            pod_cidr=cluster.pod_cidr,
+            service_cidr=cluster.service_cidr,
+            cni=cluster.cni,
+        )
+
 
 class Report(BaseModel):
     schema_: str = Field(default=SCHEMA, alias="schema")

@@ -60,12 +60,7 @@ def matrix_report(
         for run in result.runs
     ]
     report = Report(
-        cluster=ClusterSummary(
-            name=cluster.name,
-            pod_cidr=cluster.pod_cidr,
-            service_cidr=cluster.service_cidr,
-            cni=cluster.cni,
-        ),
+        cluster=ClusterSummary.of(cluster),
         nodes=statuses,
         findings=findings,
     )
