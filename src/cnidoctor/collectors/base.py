@@ -47,14 +47,19 @@ class Collector(ABC):
             if problem is not None:
                 status, reason = problem
                 return Fact(name=cls.name, status=status, reason=reason, sources=sources)
+        what = f"output of {sources[0] if sources else cls.name}"
+        return cls.parsed(results, sources, what)
+
+    @classmethod
+    def parsed(cls, results: Sequence[CommandResult], sources: list[str], what: str) -> Fact:
+        """The Fact `parse` makes of results that ran: ok, absent (FactAbsent), or an error
+        saying "unparseable <what>: why"."""
         try:
             value = cls.parse(results)
         except FactAbsent as exc:
             return Fact(name=cls.name, status=FactStatus.ABSENT, reason=str(exc), sources=sources)
         except (FactParseError, ValueError, KeyError, TypeError, IndexError) as exc:
-            reason = (
-                f"unparseable output of {sources[0] if sources else cls.name}: {_one_line(exc)}"
-            )
+            reason = f"unparseable {what}: {_one_line(exc)}"
             return Fact(name=cls.name, status=FactStatus.ERROR, reason=reason, sources=sources)
         return Fact(name=cls.name, status=FactStatus.OK, value=value, sources=sources)
 

@@ -249,14 +249,7 @@ class PodProbesCollector(Collector):
                 elif result.argv and result.argv[0] == "nsenter":
                     reason = f"{_short(result)}: {reason.split(': ', 1)[-1]}"
                 return Fact(name=cls.name, status=status, reason=reason, sources=sources)
-        try:
-            value = cls.parse(results)
-        except FactAbsent as exc:
-            return Fact(name=cls.name, status=FactStatus.ABSENT, reason=str(exc), sources=sources)
-        except (FactParseError, ValueError, KeyError, TypeError, IndexError) as exc:
-            reason = f"unparseable pod probe output: {str(exc).splitlines()[0][:200]}"
-            return Fact(name=cls.name, status=FactStatus.ERROR, reason=reason, sources=sources)
-        return Fact(name=cls.name, status=FactStatus.OK, value=value, sources=sources)
+        return cls.parsed(results, sources, "pod probe output")
 
     @classmethod
     def parse(cls, results: Sequence[CommandResult]) -> PodProbes:
