@@ -67,46 +67,34 @@ def test_seed_000_worker_has_the_incident_faults() -> None:
     assert not SEED_CP.ufw_enabled and SEED_CP.br_netfilter and "flannel" in SEED_CP.cni_plugins
 
 
-def test_scenario_with_too_long_interface_name_is_refused() -> None:
-    with pytest.raises(ValueError, match="bad interface name"):
-        Scenario(
-            name="bad",
-            tag="bad",
-            description="x",
-            incident=None,
-            segments=(Segment(name="lan", bridge="br-lan", gateway="10.0.0.1/24"),),
-            nodes=(
-                NodeSpec(
-                    name="n",
-                    netns="cnd-bad-n",
-                    role="worker",
-                    uplinks=(
-                        Uplink(ifname="a-very-long-ifname", segment="lan", address="10.0.0.2/24"),
-                    ),
-                    pod_subnet="10.42.0.0/24",
-                ),
+def one_node_scenario(netns: str, ifname: str) -> Scenario:
+    return Scenario(
+        name="bad",
+        tag="bad",
+        description="x",
+        incident=None,
+        segments=(Segment(name="lan", bridge="br-lan", gateway="10.0.0.1/24"),),
+        nodes=(
+            NodeSpec(
+                name="n",
+                netns=netns,
+                role="worker",
+                uplinks=(Uplink(ifname=ifname, segment="lan", address="10.0.0.2/24"),),
+                pod_subnet="10.42.0.0/24",
             ),
-        )
+        ),
+    )
+
+
+def test_scenario_with_too_long_interface_name_is_refused() -> None:
+    one_node_scenario("cnd-bad-n", "eth0")  # the same scenario, well named, is fine
+    with pytest.raises(ValueError, match="bad interface name"):
+        one_node_scenario("cnd-bad-n", "a-very-long-ifname")
 
 
 def test_scenario_with_foreign_namespace_prefix_is_refused() -> None:
     with pytest.raises(ValueError, match="must match"):
-        Scenario(
-            name="bad",
-            tag="bad",
-            description="x",
-            incident=None,
-            segments=(Segment(name="lan", bridge="br-lan", gateway="10.0.0.1/24"),),
-            nodes=(
-                NodeSpec(
-                    name="n",
-                    netns="node1",
-                    role="worker",
-                    uplinks=(Uplink(ifname="eth0", segment="lan", address="10.0.0.2/24"),),
-                    pod_subnet="10.42.0.0/24",
-                ),
-            ),
-        )
+        one_node_scenario("node1", "eth0")
 
 
 def test_flannel_files_follow_the_real_formats() -> None:
