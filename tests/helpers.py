@@ -1,9 +1,12 @@
-"""Test helpers: build a NodeContext from raw command outputs, through the real parsers."""
+"""Test helpers: node contexts from raw command outputs (through the real parsers), `lab run`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import pytest
 
 from cnidoctor.collectors.base import Collector
 from cnidoctor.engine import run_node_rules
@@ -56,3 +59,12 @@ def findings(rule: type[Rule], ctx: NodeContext) -> list[Finding]:
     run = run_node_rules([ctx], [rule])
     assert not run.skipped, f"rule skipped: {run.skipped}"
     return run.findings
+
+
+def lab_run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:
+    """`cnidoctor lab run ARGS --format json` (root): its exit status and its report."""
+    from cnidoctor import cli
+
+    capsys.readouterr()
+    status = cli.main(["lab", "run", *args, "--format", "json"])
+    return status, json.loads(capsys.readouterr().out)

@@ -12,6 +12,7 @@ import pytest
 
 from cnidoctor.lab.scenarios import SCENARIOS
 from conftest import LabSession, requires_root
+from helpers import lab_run
 
 WORKER = "donovan-xps-8930"
 CONTROL_PLANE = "donovan-optiplex-9020m"
@@ -24,20 +25,12 @@ SEED_000_IDS = {
 }
 
 
-def lab_run(name: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object]]:
-    from cnidoctor import cli
-
-    capsys.readouterr()
-    status = cli.main(["lab", "run", name, "--format", "json"])
-    return status, json.loads(capsys.readouterr().out)
-
-
 @requires_root
 def test_lab_run_seed_000_names_every_fault_on_the_worker(
     lab_session: LabSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lab_session.release("seed-000")  # lab run brings it up and down itself
-    status, report = lab_run("seed-000", capsys)
+    status, report = lab_run(capsys, "seed-000")
     findings = report["findings"]
     assert isinstance(findings, list)
     on_worker = {f["id"] for f in findings if WORKER in f["nodes"]}
@@ -60,7 +53,7 @@ def test_lab_run_healthy_node_reports_nothing_at_warning_or_above(
     lab_session: LabSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lab_session.release("healthy-node")
-    status, report = lab_run("healthy-node", capsys)
+    status, report = lab_run(capsys, "healthy-node")
     findings = report["findings"]
     assert isinstance(findings, list)
     loud = [(f["id"], f["evidence"]) for f in findings if f["severity"] in ("critical", "warning")]
@@ -75,7 +68,7 @@ def test_lab_run_seed_001_finds_the_first_domino_under_ready_nodes(
 ) -> None:
     """Incident 001: subnet.env gone on the rebooted nodes; the API symptoms follow from it."""
     lab_session.release("seed-001")
-    status, report = lab_run("seed-001", capsys)
+    status, report = lab_run(capsys, "seed-001")
     findings = report["findings"]
     assert isinstance(findings, list)
     by_key = {(f["id"], tuple(f["nodes"])): f for f in findings}
@@ -144,7 +137,7 @@ def test_lab_run_seed_002_names_the_odd_prefix_and_the_swallowed_pod_range(
 ) -> None:
     """Incident 002: one node on /8, the others on /16; the /8 contains the pod CIDR."""
     lab_session.release("seed-002")
-    status, report = lab_run("seed-002", capsys)
+    status, report = lab_run(capsys, "seed-002")
     findings = report["findings"]
     assert isinstance(findings, list)
     by_id = {f["id"]: f for f in findings}
@@ -162,7 +155,7 @@ def test_lab_run_healthy_cluster_reports_nothing_at_warning_or_above(
     lab_session: LabSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lab_session.release("healthy-cluster")
-    status, report = lab_run("healthy-cluster", capsys)
+    status, report = lab_run(capsys, "healthy-cluster")
     findings = report["findings"]
     assert isinstance(findings, list)
     loud = [(f["id"], f["nodes"]) for f in findings if f["severity"] in ("critical", "warning")]

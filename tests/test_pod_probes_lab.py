@@ -31,6 +31,7 @@ from cnidoctor.probes.pod import AGENT_SOURCE, PodProbeOptions, run_pod_probes
 from cnidoctor.rules.egress import EgressNoSnat
 from cnidoctor.transports import transport_for
 from conftest import LabSession, requires_root
+from helpers import lab_run
 
 CP, W1, W2 = "pve-k3s-cp", "pve-k3s-w1", "pve-k3s-w2"
 UPSTREAM = "cnd-s003-up"
@@ -262,19 +263,11 @@ def test_down_cleans_up_after_an_up_killed_while_building_pods(
 # --- end to end (each builds and removes its scenario itself) -------------------------------
 
 
-def lab_run(name: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object]]:
-    from cnidoctor import cli
-
-    capsys.readouterr()
-    status = cli.main(["lab", "run", name, "--probe", "--format", "json"])
-    return status, json.loads(capsys.readouterr().out)
-
-
 def test_lab_run_seed_003_probe_names_the_missing_snat_on_the_workers(
     lab_session: LabSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lab_session.release("seed-003")
-    status, report = lab_run("seed-003", capsys)
+    status, report = lab_run(capsys, "seed-003", "--probe")
     findings = report["findings"]
     assert isinstance(findings, list)
     by_key = {(f["id"], tuple(f["nodes"])): f for f in findings}
@@ -306,7 +299,7 @@ def test_lab_run_seed_003_fixed_is_clean(
     lab_session: LabSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lab_session.release("seed-003-fixed")
-    status, report = lab_run("seed-003-fixed", capsys)
+    status, report = lab_run(capsys, "seed-003-fixed", "--probe")
     findings = report["findings"]
     assert isinstance(findings, list)
     loud = [(f["id"], f["nodes"]) for f in findings if f["severity"] in ("critical", "warning")]
