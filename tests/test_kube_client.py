@@ -13,7 +13,7 @@ import yaml
 
 from cnidoctor.collectors.base import FactParseError
 from cnidoctor.facts.cluster import ClusterFacts, KubeEvent, KubeNode, KubePod, config_map_data
-from cnidoctor.kube.access import KubeAccess, discover_access, search_access
+from cnidoctor.kube.access import KubeAccess, search_access
 from cnidoctor.kube.client import collect_cluster, collect_from
 from cnidoctor.lab.apiserver import ApiHandle, load_objects, start_api, write_kubeconfig
 
@@ -194,14 +194,18 @@ def test_truncated_object_is_a_parse_error() -> None:
 # --- access discovery ---------------------------------------------------------------------
 
 
+def first_access(*args: Any, **kwargs: Any) -> KubeAccess | None:
+    return search_access(*args, **kwargs)[0]
+
+
 def test_discovery_order_explicit_then_inventory(tmp_path: Path) -> None:
-    found = discover_access("/x/explicit.yaml", "/x/inv.yaml", "ctx", env={}, home=str(tmp_path))
+    found = first_access("/x/explicit.yaml", "/x/inv.yaml", "ctx", env={}, home=str(tmp_path))
     assert found is not None and (found.source, found.path, found.context) == (
         "--kubeconfig",
         "/x/explicit.yaml",
         "ctx",
     )
-    found = discover_access(None, "/x/inv.yaml", None, env={}, home=str(tmp_path))
+    found = first_access(None, "/x/inv.yaml", None, env={}, home=str(tmp_path))
     assert found is not None and found.source == "inventory"
 
 
@@ -213,13 +217,13 @@ def test_discovery_env_then_home_then_k3s(tmp_path: Path) -> None:
     kw: dict[str, Any] = {"home": str(home), "k3s_kubeconfig": str(k3s)}
     env_file = tmp_path / "env.yaml"
     env_file.write_text("clusters: []\n")
-    found = discover_access(None, None, None, env={"KUBECONFIG": f"/nope:{env_file}"}, **kw)
+    found = first_access(None, None, None, env={"KUBECONFIG": f"/nope:{env_file}"}, **kw)
     assert found is not None and (found.source, found.path) == ("$KUBECONFIG", str(env_file))
     assert "$KUBECONFIG /nope: no such file" in found.tried
-    found = discover_access(None, None, None, env={}, **kw)
+    found = first_access(None, None, None, env={}, **kw)
     assert found is not None and found.source == "k3s"
     (home / ".kube" / "config").write_text("clusters: []\n")
-    found = discover_access(None, None, None, env={}, **kw)
+    found = first_access(None, None, None, env={}, **kw)
     assert found is not None and found.source == "~/.kube/config"
 
 
@@ -228,7 +232,7 @@ def test_discovery_in_cluster_last(tmp_path: Path) -> None:
     sa.mkdir()
     (sa / "token").write_text("tok")
     env = {"KUBERNETES_SERVICE_HOST": "10.43.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-    found = discover_access(
+    found = first_access(
         None,
         None,
         None,

@@ -61,28 +61,6 @@ def _kubeconfig_state(path: Path) -> str | None:
         return exc.strerror or str(exc)
 
 
-def discover_access(
-    explicit: str | None,
-    inventory_kubeconfig: str | None,
-    context: str | None,
-    *,
-    env: Mapping[str, str] | None = None,
-    home: str | None = None,
-    k3s_kubeconfig: str = K3S_KUBECONFIG,
-    service_account_dir: str = SERVICE_ACCOUNT_DIR,
-) -> KubeAccess | None:
-    """The first usable way to the API, or None when there is none (see `search_access`)."""
-    return search_access(
-        explicit,
-        inventory_kubeconfig,
-        context,
-        env=env,
-        home=home,
-        k3s_kubeconfig=k3s_kubeconfig,
-        service_account_dir=service_account_dir,
-    )[0]
-
-
 def search_access(
     explicit: str | None,
     inventory_kubeconfig: str | None,
