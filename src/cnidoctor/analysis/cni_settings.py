@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 
 from cnidoctor.facts.cilium import CiliumStatus
-from cnidoctor.facts.cluster import ClusterFacts, KubeNode
+from cnidoctor.facts.cluster import ClusterFacts, KubeNode, flag_value
 
 CILIUM_CONFIG = "kube-system/cilium-config"
 CALICO_DAEMONSETS = ("calico-system/calico-node", "kube-system/calico-node")
@@ -59,15 +59,10 @@ def k3s_flannel_iface(kube_node: KubeNode | None) -> CniSetting | None:
     """k3s records its effective flags (config file included) in `k3s.io/node-args`."""
     if kube_node is None:
         return None
-    raw = kube_node.annotations.get("k3s.io/node-args")
-    try:
-        args = json.loads(raw) if raw else None
-    except ValueError:
+    words = kube_node.k3s_node_args
+    if words is None:
         return None
-    if not isinstance(args, list):
-        return None
-    words = [str(a) for a in args]
-    value = _flag(words, "flannel-iface")
+    value = flag_value(words, "flannel-iface")
     source = f"API: node {kube_node.name} annotation k3s.io/node-args {json.dumps(words)}"
     return CniSetting("flannel", "--flannel-iface (k3s)", value, source, value is not None)
 
@@ -168,12 +163,3 @@ def cilium_masquerade(api: ClusterFacts | None, status: CiliumStatus | None) -> 
             if bpf and status.masquerade_devices:
                 devices = tuple(status.masquerade_devices)
     return CiliumMasquerade(enabled, bpf, devices, tuple(evidence))
-
-
-def _flag(words: list[str], name: str) -> str | None:
-    for i, word in enumerate(words):
-        if word == f"--{name}" and i + 1 < len(words):
-            return words[i + 1]
-        if word.startswith(f"--{name}="):
-            return word.split("=", 1)[1]
-    return None

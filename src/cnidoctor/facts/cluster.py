@@ -112,6 +112,17 @@ class KubeNode(FactModel):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
+    @property
+    def k3s_node_args(self) -> list[str] | None:
+        """k3s's command line as k3s records it on its Node (annotation k3s.io/node-args,
+        a JSON list: ["server", "--flannel-iface", "eth1", ...]); None when absent or bad."""
+        raw = self.annotations.get("k3s.io/node-args")
+        try:
+            args = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return [str(a) for a in args] if isinstance(args, list) else None
+
     @classmethod
     def from_object(cls, obj: Any) -> KubeNode:
         """A v1 Node (as JSON) -> KubeNode; FactParseError on something that is not a Node."""
@@ -422,13 +433,20 @@ class KubeDaemonSet(FactModel):
     def flag(self, name: str) -> str | None:
         """The value of `--name=V` / `--name V` in any container's command or args."""
         for container in self.containers:
-            words = [*container.command, *container.args]
-            for i, word in enumerate(words):
-                if word == f"--{name}" and i + 1 < len(words):
-                    return words[i + 1]
-                if word.startswith(f"--{name}="):
-                    return word.split("=", 1)[1]
+            value = flag_value([*container.command, *container.args], name)
+            if value is not None:
+                return value
         return None
+
+
+def flag_value(words: list[str], name: str) -> str | None:
+    """The value of `--name=V` or `--name V` in a command line's words."""
+    for i, word in enumerate(words):
+        if word == f"--{name}" and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(f"--{name}="):
+            return word.split("=", 1)[1]
+    return None
 
 
 class ClusterFacts(FactModel):

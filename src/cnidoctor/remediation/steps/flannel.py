@@ -4,7 +4,6 @@ reboots with the guard (safe, needs systemd), restart k3s so flannel re-reads it
 
 from __future__ import annotations
 
-import json
 import shlex
 
 from cnidoctor.collectors.flannel import SUBNET_ENV, FlannelSubnetEnvCollector
@@ -42,7 +41,7 @@ def k3s_unit(node: NodeContext) -> str | None:
         "+k3s" in (kube.kubelet_version or "")
         or any(key.startswith("k3s.io/") for key in kube.annotations)
     ):
-        role = _role_from_node_args(kube.annotations.get("k3s.io/node-args")) or (
+        role = _role_from_node_args(kube.k3s_node_args) or (
             "server" if node.role == "control-plane" else "agent"
         )
     if role is None:
@@ -50,14 +49,8 @@ def k3s_unit(node: NodeContext) -> str | None:
     return "k3s.service" if role == "server" else "k3s-agent.service"
 
 
-def _role_from_node_args(text: str | None) -> str | None:
-    try:
-        args = json.loads(text) if text else None
-    except ValueError:
-        return None
-    if isinstance(args, list) and args and args[0] in ("server", "agent"):
-        return str(args[0])
-    return None
+def _role_from_node_args(args: list[str] | None) -> str | None:
+    return args[0] if args and args[0] in ("server", "agent") else None
 
 
 def restart_flannel_step(ctx: StepContext, wait_for_vxlan: bool) -> Step:
