@@ -496,16 +496,15 @@ def _private_ufw(node_run: system.NodeRunner) -> None:
     node_run("mount", "-t", "tmpfs", "-o", "mode=0755,size=4m", "cnd-ufw", "/etc/ufw")
     node_run("tar", "-x", "-f", "-", "-C", "/etc/ufw", data=files.tar_stream(seed))
     if os.path.isfile("/etc/default/ufw"):
-        node_run(
-            "tar",
-            "-x",
-            "-f",
-            "-",
-            "-C",
-            SCRATCH,
-            data=files.tar_stream({"default-ufw": (files.UFW_DEFAULTS, 0o644)}),
-        )
-        node_run("mount", "--bind", f"{SCRATCH}/default-ufw", "/etc/default/ufw")
+        _bind_file(node_run, files.UFW_DEFAULTS, 0o644, "/etc/default/ufw")
+
+
+def _bind_file(node_run: system.NodeRunner, content: str, mode: int, target: str) -> None:
+    """`content` over the node's `target`, for the node only: written into the node's
+    scratch directory (a tmpfs of its mount namespace) and bind-mounted there."""
+    name = os.path.basename(target)
+    node_run("tar", "-x", "-f", "-", "-C", SCRATCH, data=files.tar_stream({name: (content, mode)}))
+    node_run("mount", "--bind", f"{SCRATCH}/{name}", target)
 
 
 def _mask_br_netfilter(node_run: system.NodeRunner) -> None:
@@ -528,16 +527,7 @@ def _mask_br_netfilter(node_run: system.NodeRunner) -> None:
         text = modules.read_text()
         if any(line.startswith("br_netfilter ") for line in text.splitlines()):
             masked = files.without_module(text, "br_netfilter")
-            node_run(
-                "tar",
-                "-x",
-                "-f",
-                "-",
-                "-C",
-                SCRATCH,
-                data=files.tar_stream({"modules": (masked, 0o444)}),
-            )
-            node_run("mount", "--bind", f"{SCRATCH}/modules", "/proc/modules")
+            _bind_file(node_run, masked, 0o444, "/proc/modules")
 
 
 # -- inventory -----------------------------------------------------------------------------
